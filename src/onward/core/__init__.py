@@ -1,0 +1,1 @@
+"""Pure values: runs, messages and events. No I/O lives in this package."""

@@ -1,0 +1,186 @@
+"""Every event a run can emit: one typed value per event type, one registry, one serializer.
+
+An event's `seq` is assigned by the journal when it is recorded; the values here carry only the
+type and the data. Clients ignore types they do not know, so adding a type is not a breaking change.
+
+Schema versions:
+  1 — the first contract (run.*, message.*, reasoning.delta, tool.*).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from typing import Any, ClassVar
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EventData:
+    """Base of every event payload; subclasses set `type`."""
+
+    type: ClassVar[str]
+    terminal: ClassVar[bool] = False
+    # A delta is committed in batches; every other event is committed before the loop goes on.
+    delta: ClassVar[bool] = False
+
+    def payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class RunStarted(EventData):
+    type = "run.started"
+
+
+@dataclass(frozen=True, slots=True)
+class MessageStarted(EventData):
+    type = "message.started"
+    message_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReasoningDelta(EventData):
+    type = "reasoning.delta"
+    delta = True
+    message_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDelta(EventData):
+    type = "message.delta"
+    delta = True
+    message_id: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCallDelta(EventData):
+    type = "tool.call.delta"
+    delta = True
+    call_id: str
+    name: str
+    arguments_delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolStarted(EventData):
+    type = "tool.started"
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolOutput(EventData):
+    type = "tool.output"
+    delta = True
+    call_id: str
+    stream: str  # "stdout" | "stderr" | "terminal"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCompleted(EventData):
+    type = "tool.completed"
+    call_id: str
+    status: str  # "ok" | "error" | "cancelled" | "interrupted"
+    content: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessageCompleted(EventData):
+    type = "message.completed"
+    message_id: str
+    content: str
+    tool_calls: list[dict[str, Any]] | None = None
+    reasoning: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunCompleted(EventData):
+    type = "run.completed"
+    terminal = True
+    usage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunCancelled(EventData):
+    type = "run.cancelled"
+    terminal = True
+    reason: str = "cancelled by user"
+
+
+@dataclass(frozen=True, slots=True)
+class RunFailed(EventData):
+    type = "run.failed"
+    terminal = True
+    error: str
+    code: str = "error"
+
+
+@dataclass(frozen=True, slots=True)
+class RunInterrupted(EventData):
+    type = "run.interrupted"
+    terminal = True
+    reason: str
+
+
+EVENT_TYPES: dict[str, type[EventData]] = {
+    cls.type: cls
+    for cls in (
+        RunStarted,
+        MessageStarted,
+        ReasoningDelta,
+        MessageDelta,
+        ToolCallDelta,
+        ToolStarted,
+        ToolOutput,
+        ToolCompleted,
+        MessageCompleted,
+        RunCompleted,
+        RunCancelled,
+        RunFailed,
+        RunInterrupted,
+    )
+}
+TERMINAL_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.terminal)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A recorded event: position `seq` in the run's log, with its JSON encoded once."""
+
+    run_id: str
+    seq: int
+    type: str
+    ts: float
+    data: dict[str, Any]
+    json: str  # the serialized event, shared by every reader
+
+    @property
+    def terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "run_id": self.run_id, "type": self.type, "ts": self.ts, "data": self.data, "v": SCHEMA_VERSION}
+
+
+def encode(run_id: str, seq: int, type_: str, ts: float, data: dict[str, Any]) -> Event:
+    """The one serializer: every recorded or loaded event is built here."""
+    text = json.dumps(
+        {"seq": seq, "run_id": run_id, "type": type_, "ts": ts, "data": data, "v": SCHEMA_VERSION},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+    return Event(run_id=run_id, seq=seq, type=type_, ts=ts, data=data, json=text)
+
+
+def sse_frame(event: Event) -> str:
+    return f"id: {event.seq}\nevent: {event.type}\ndata: {event.json}\n\n"
+
+
+def field_names(cls: type[EventData]) -> list[str]:
+    return [f.name for f in fields(cls)]
