@@ -10,7 +10,9 @@ Schema versions:
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any, ClassVar
 
 SCHEMA_VERSION = 1
@@ -149,33 +151,40 @@ EVENT_TYPES: dict[str, type[EventData]] = {
 TERMINAL_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.terminal)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Event:
-    """A recorded event: position `seq` in the run's log, with its JSON encoded once."""
+    """A recorded event: position `seq` in the run's log, serialized once and shared by readers."""
 
     run_id: str
     seq: int
     type: str
     ts: float
-    data: dict[str, Any]
-    json: str  # the serialized event, shared by every reader
+    json: str  # {"seq", "run_id", "type", "ts", "data", "v"} as compact JSON
 
     @property
     def terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"seq": self.seq, "run_id": self.run_id, "type": self.type, "ts": self.ts, "data": self.data, "v": SCHEMA_VERSION}
+    @cached_property
+    def body(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.json)
+        return value
+
+    @property
+    def data(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.body["data"]
+        return data
 
 
-def encode(run_id: str, seq: int, type_: str, ts: float, data: dict[str, Any]) -> Event:
-    """The one serializer: every recorded or loaded event is built here."""
+def encode(run_id: str, seq: int, data: EventData, ts: float | None = None) -> Event:
+    """The one serializer: every recorded event is built here."""
+    ts = time.time() if ts is None else ts
     text = json.dumps(
-        {"seq": seq, "run_id": run_id, "type": type_, "ts": ts, "data": data, "v": SCHEMA_VERSION},
+        {"seq": seq, "run_id": run_id, "type": data.type, "ts": round(ts, 6), "data": data.payload(), "v": SCHEMA_VERSION},
         ensure_ascii=False,
         separators=(",", ":"),
     )
-    return Event(run_id=run_id, seq=seq, type=type_, ts=ts, data=data, json=text)
+    return Event(run_id=run_id, seq=seq, type=data.type, ts=ts, json=text)
 
 
 def sse_frame(event: Event) -> str:

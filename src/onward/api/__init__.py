@@ -1,0 +1,1 @@
+"""HTTP routers. Each handler resolves the caller first; another user's ids are simply not found."""

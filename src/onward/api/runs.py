@@ -1,0 +1,105 @@
+"""Runs: start, read, list, cancel, and their events by long-poll and by Server-Sent Events."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter, Header, Query, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from onward.api.deps import Svc, User
+from onward.core.events import sse_frame
+from onward.delivery import follow, wait_events
+
+router = APIRouter(prefix="/api", tags=["runs"])
+
+
+class NewRun(BaseModel):
+    input: str = Field(..., description="The user's message.")
+    model: str | None = Field(None, description="A model name from GET /api/models; default if absent.")
+    if_busy: Literal["reject", "interrupt"] = Field(
+        "reject", description="When the conversation has an active run: 409, or cancel it and start this one."
+    )
+
+
+@router.post("/conversations/{cid}/runs", status_code=202)
+async def start_run(cid: str, body: NewRun, svc: Svc, user: User) -> dict[str, Any]:
+    """Store the message and start a run. The run goes on whatever happens to this connection."""
+    run = await svc.runs.start(user, cid, body.input, body.model, body.if_busy)
+    return run.to_json()
+
+
+@router.get("/runs")
+async def list_runs(svc: Svc, user: User, active: bool | None = None, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
+    runs = await svc.store.list_runs(user, active=active, limit=limit)
+    return {"runs": [r.to_json() for r in runs]}
+
+
+@router.get("/runs/{rid}")
+async def get_run(rid: str, svc: Svc, user: User) -> dict[str, Any]:
+    return (await svc.store.get_run(rid, user)).to_json()
+
+
+@router.post("/runs/{rid}/cancel", status_code=202)
+async def cancel_run(rid: str, svc: Svc, user: User) -> dict[str, Any]:
+    """Stop a run. Idempotent: cancelling a finished run changes nothing and says so."""
+    run = await svc.store.get_run(rid, user)
+    run, changed = await svc.runs.cancel(run)
+    out = run.to_json()
+    out["changed"] = changed
+    if run.status.is_terminal and not changed:
+        out["message"] = f"run already {run.status.value}"
+    return out
+
+
+@router.get("/runs/{rid}/events")
+async def run_events(
+    rid: str,
+    svc: Svc,
+    user: User,
+    after: int = Query(0, ge=0),
+    limit: int = Query(1000, ge=1, le=10_000),
+    wait: float = Query(0, ge=0),
+) -> Response:
+    """Long-poll: events with seq > after; with `wait`, hold the request until one arrives."""
+    await svc.store.get_run(rid, user)
+    wait = min(wait, svc.settings.longpoll_max_wait_s)
+    events = await wait_events(svc.store, svc.bus, rid, after, limit, wait)
+    run = await svc.store.get_run(rid, user)
+    last = events[-1].seq if events else after
+    body = (
+        '{"events":[' + ",".join(e.json for e in events) + f'],"last_seq":{last},'
+        f'"run_last_seq":{run.last_seq},"status":"{run.status.value}"}}'
+    )
+    return Response(body, media_type="application/json")
+
+
+@router.get("/runs/{rid}/stream")
+async def stream_run(
+    rid: str,
+    svc: Svc,
+    user: User,
+    after: int = Query(0, ge=0),
+    last_event_id: str | None = Header(None),
+) -> StreamingResponse:
+    """Server-Sent Events from seq > after (or > Last-Event-ID); ends after the terminal event."""
+    await svc.store.get_run(rid, user)
+    start = after
+    if last_event_id and last_event_id.strip().isdigit():
+        start = max(start, int(last_event_id.strip()))
+
+    async def frames() -> AsyncIterator[str]:
+        yield ": connected\n\n"
+        async for batch in follow(svc.store, svc.bus, rid, start, heartbeat=svc.settings.sse_heartbeat_s):
+            if batch:
+                yield "".join(sse_frame(e) for e in batch)
+            else:
+                yield ": heartbeat\n\n"
+
+    return StreamingResponse(
+        frames(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )

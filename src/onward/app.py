@@ -1,0 +1,102 @@
+"""create_app(settings) → the ASGI application, with every part of embedded mode wired together.
+
+The lifespan owns the order: open the store, recover runs a dead process left active, start the
+journal; on shutdown, interrupt what still runs (after a grace period), flush, close.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse, HTMLResponse
+
+from onward import __version__
+from onward.api import conversations, meta, runs
+from onward.api.deps import Services
+from onward.api.errors import BodyLimit, install_error_handlers
+from onward.bus.memory import MemoryBus
+from onward.config import Settings
+from onward.engine.loop import Engine
+from onward.journal import Journal
+from onward.llm.base import Provider
+from onward.llm.openai_compat import OpenAICompatProvider
+from onward.runner.local import LocalRunner
+from onward.runs import RunService
+from onward.store.sql import SqlStore
+from onward.tools.processes import NoSandbox
+from onward.tools.registry import default_registry
+
+log = logging.getLogger(__name__)
+
+WEB_DIR = Path(__file__).parent / "web"
+
+
+def provider_factory(settings: Settings) -> object:
+    cache: dict[str, tuple[Provider, str]] = {}
+
+    def resolve(name: str | None) -> tuple[Provider, str]:
+        key, cfg = settings.resolve_model(name)
+        if key not in cache:
+            cache[key] = (OpenAICompatProvider.from_settings(settings, cfg), cfg.model)
+        return cache[key]
+
+    return resolve
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.home.mkdir(parents=True, exist_ok=True)
+        store = SqlStore(settings.db_url)
+        await store.init()
+        bus = MemoryBus(settings.subscriber_queue_events)
+        journal = Journal(store, bus, flush_interval=settings.flush_interval_ms / 1000)
+        journal.start()
+        sandbox = NoSandbox()
+        log.warning("commands run WITHOUT a sandbox (single-user mode); do not expose this server")
+        engine = Engine(settings, store, journal, default_registry(), provider_factory(settings), sandbox)  # type: ignore[arg-type]
+        runner = LocalRunner(settings, engine, journal)
+        service = RunService(settings, store, journal, runner)
+        recovered = await service.recover()
+        if recovered:
+            log.warning("recovered %d runs left active by a previous process", len(recovered))
+        user_id = await store.ensure_user("local")
+        app.state.services = Services(settings, store, bus, service, user_id)
+        app.state.runner = runner
+        try:
+            yield
+        finally:
+            await runner.shutdown(settings.shutdown_grace_s)
+            await journal.close()
+            await bus.close()
+            await store.close()
+
+    app = FastAPI(
+        title="Onward",
+        version=__version__,
+        description="Durable LLM agent runs with an exact, resumable event stream.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(meta.router)
+    app.include_router(conversations.router)
+    app.include_router(runs.router)
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+
+    @app.get("/", include_in_schema=False, response_model=None)
+    async def index() -> FileResponse | HTMLResponse:
+        page = WEB_DIR / "index.html"
+        if page.is_file():
+            return FileResponse(page)
+        return HTMLResponse(
+            "<!doctype html><title>Onward</title><h1>Onward</h1>"
+            "<p>The API is at <a href='/docs'>/docs</a>. The web UI is not built yet.</p>"
+        )
+
+    return app

@@ -1,0 +1,29 @@
+"""The EventBus protocol: publish committed events; subscribe to one run's live events.
+
+A subscription has a bounded buffer. A reader that falls too far behind is not allowed to grow
+memory: its subscription is marked lagged and the reader goes back to the store to catch up.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from onward.core.events import Event
+
+
+class Lagged(Exception):
+    """The subscriber fell behind its buffer limit; replay from the store to catch up."""
+
+
+class Subscription(Protocol):
+    async def get(self, timeout: float | None = None) -> list[Event]:
+        """The next batch of live events (oldest first); [] on timeout. Raises Lagged."""
+        ...
+
+    def close(self) -> None: ...
+
+
+class EventBus(Protocol):
+    def subscribe(self, run_id: str) -> Subscription: ...
+    def publish(self, events: list[Event]) -> None: ...
+    async def close(self) -> None: ...

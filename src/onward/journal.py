@@ -1,0 +1,187 @@
+"""The journal: the single path by which run state is written and then published.
+
+It numbers each run's events (`seq` is assigned here and nowhere else), gathers events, messages
+and run changes from every run into one WriteBatch, commits it in one transaction, and only then
+publishes the events. Deltas wait at most `flush_interval` before they are committed; anything a
+caller awaits (status changes, completed messages, tool results) is flushed at once, together with
+whatever is pending. Group commit keeps the cost per event low however many runs stream at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+
+from onward.bus.base import EventBus
+from onward.core.events import Event, EventData, encode
+from onward.core.runs import RunStatus
+from onward.store.base import RunChange, StaleTransition, Store, StoredMessage, WriteBatch
+
+log = logging.getLogger(__name__)
+
+
+class Journal:
+    def __init__(self, store: Store, bus: EventBus, flush_interval: float = 0.02, max_pending: int = 2000) -> None:
+        self.store = store
+        self.bus = bus
+        self.flush_interval = flush_interval
+        self.max_pending = max_pending
+        self._seq: dict[str, int] = {}
+        self._batch = WriteBatch()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._oldest: float | None = None
+        self._has_work = asyncio.Event()
+        self._urgent = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    # ownership -------------------------------------------------------------
+
+    def adopt(self, run_id: str, last_seq: int) -> None:
+        """This process now writes `run_id`'s events, continuing after `last_seq`."""
+        self._seq[run_id] = last_seq
+
+    def release(self, run_id: str) -> None:
+        self._seq.pop(run_id, None)
+
+    def owns(self, run_id: str) -> bool:
+        return run_id in self._seq
+
+    # writing -----------------------------------------------------------------
+
+    def record(self, run_id: str, *items: EventData) -> list[Event]:
+        """Queue events; they are committed within `flush_interval` and then published."""
+        seq = self._seq[run_id]
+        now = time.time()
+        events = [encode(run_id, seq + i + 1, item, now) for i, item in enumerate(items)]
+        self._seq[run_id] = seq + len(items)
+        self._batch.events.extend(events)
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+            self._has_work.set()
+        if len(self._batch.events) >= self.max_pending:
+            self._urgent.set()
+        return events
+
+    def enqueue(
+        self,
+        run_id: str,
+        *items: EventData,
+        messages: Iterable[StoredMessage] = (),
+        change: dict[str, object] | None = None,
+    ) -> asyncio.Future[None]:
+        """Queue a durable step; the returned future resolves once it is committed.
+
+        Everything is queued synchronously, so a step that was enqueued will be written even if
+        the caller is cancelled while it awaits the future.
+        """
+        self._batch.messages.extend(messages)
+        if change:
+            self._batch.changes.append(RunChange(run_id, dict(change)))
+        if items:
+            self.record(run_id, *items)
+        elif self._oldest is None:
+            self._oldest = time.monotonic()
+            self._has_work.set()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        self._urgent.set()
+        return fut
+
+    async def commit(
+        self,
+        run_id: str,
+        *items: EventData,
+        messages: Iterable[StoredMessage] = (),
+        change: dict[str, object] | None = None,
+    ) -> None:
+        await self.enqueue(run_id, *items, messages=messages, change=change)
+
+    async def transition(
+        self,
+        run_id: str,
+        last_seq: int,
+        expect: Iterable[RunStatus],
+        change: dict[str, object],
+        *items: EventData,
+        messages: Iterable[StoredMessage] = (),
+    ) -> bool:
+        """Compare-and-set a run's status and record events in one transaction of its own.
+
+        This is how a process takes a run (queued → running) or ends one it does not execute
+        (queued → cancelled, crash recovery). On success the run is adopted by this journal.
+        """
+        await self.flush()
+        batch = WriteBatch(messages=list(messages), changes=[RunChange(run_id, dict(change), frozenset(expect))])
+        now = time.time()
+        batch.events = [encode(run_id, last_seq + i + 1, item, now) for i, item in enumerate(items)]
+        try:
+            await self.store.write(batch)
+        except StaleTransition:
+            return False
+        self._seq[run_id] = last_seq + len(items)
+        self.bus.publish(batch.events)
+        return True
+
+    async def flush(self) -> None:
+        if self._batch or self._waiters:
+            await self.enqueue_flush()
+
+    def enqueue_flush(self) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+        self._has_work.set()
+        self._urgent.set()
+        return fut
+
+    # the writer --------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="onward-journal")
+
+    async def close(self) -> None:
+        self._closing = True
+        await self.flush()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        while True:
+            await self._has_work.wait()
+            if not self._urgent.is_set() and self._oldest is not None:
+                remaining = self.flush_interval - (time.monotonic() - self._oldest)
+                if remaining > 0:
+                    try:
+                        await asyncio.wait_for(self._urgent.wait(), remaining)
+                    except TimeoutError:
+                        pass
+            batch, waiters = self._batch, self._waiters
+            self._batch, self._waiters = WriteBatch(), []
+            self._oldest = None
+            self._has_work.clear()
+            self._urgent.clear()
+            if not batch and not waiters:
+                continue
+            try:
+                if batch:
+                    await self.store.write(batch)
+            except Exception as exc:
+                log.exception("journal write failed; %d events lost", len(batch.events))
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            self.bus.publish(batch.events)
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)

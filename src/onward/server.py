@@ -1,0 +1,54 @@
+"""`onward serve`: uvicorn with a shutdown that ends runs before it waits for connections.
+
+Uvicorn waits for open connections before it runs the lifespan shutdown, and an SSE stream stays
+open until its run ends. So on SIGTERM we first give runs their grace period and interrupt the rest
+(which ends every stream with a terminal event), and only then let uvicorn close connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import uvicorn
+
+from onward.app import create_app
+from onward.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, settings: Settings) -> None:
+        super().__init__(config)
+        self.settings = settings
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        app = self.config.loaded_app
+        runner = getattr(getattr(app, "state", None), "runner", None) if app is not None else None
+        if runner is None:
+            # uvicorn wraps the app in middleware; find the FastAPI instance underneath
+            inner = getattr(app, "app", None)
+            while inner is not None and runner is None:
+                runner = getattr(getattr(inner, "state", None), "runner", None)
+                inner = getattr(inner, "app", None)
+        if runner is not None:
+            await runner.shutdown(self.settings.shutdown_grace_s)
+        await super().shutdown(sockets)
+
+
+def serve(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        timeout_graceful_shutdown=5,
+        access_log=False,
+    )
+    server = _Server(config, settings)
+    print(f"Onward {settings.home} — open http://{settings.host}:{settings.port}/", flush=True)
+    asyncio.run(server.serve())

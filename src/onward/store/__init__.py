@@ -1,0 +1,1 @@
+"""Durable state behind one narrow protocol; SQLAlchemy implements it for SQLite and Postgres."""

@@ -1,0 +1,137 @@
+"""The write path and exactly-once delivery, with a real SQLite file and the in-memory bus."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import pytest
+
+from onward.bus.memory import MemoryBus
+from onward.core.events import MessageDelta, RunCompleted, RunStarted
+from onward.core.runs import RunStatus
+from onward.delivery import follow, wait_events
+from onward.journal import Journal
+from onward.store.sql import SqlStore
+
+
+@dataclass
+class World:
+    store: SqlStore
+    bus: MemoryBus
+    journal: Journal
+    user: str
+    conversation: str
+
+
+@pytest.fixture
+async def world(tmp_path) -> AsyncIterator[World]:  # type: ignore[no-untyped-def]
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'onward.db'}")
+    await store.init()
+    bus = MemoryBus(subscriber_limit=500)
+    journal = Journal(store, bus, flush_interval=0.005)
+    journal.start()
+    user = await store.ensure_user("local")
+    conv = await store.create_conversation(user, "t")
+    yield World(store, bus, journal, user, conv["id"])
+    await journal.close()
+    await store.close()
+
+
+async def _started_run(w: World) -> str:
+    run = await w.store.create_run(w.user, w.conversation, "hi", None)
+    assert await w.journal.transition(
+        run.id, 0, {RunStatus.QUEUED}, {"status": "running"}, RunStarted()
+    )
+    return run.id
+
+
+async def _collect(w: World, run_id: str, after: int) -> list[int]:
+    seqs: list[int] = []
+    async for batch in follow(w.store, w.bus, run_id, after):
+        seqs.extend(e.seq for e in batch)
+    return seqs
+
+
+async def test_seq_is_contiguous_and_terminal_is_last(world: World) -> None:
+    rid = await _started_run(world)
+    for i in range(300):
+        world.journal.record(rid, MessageDelta(message_id="m", text=str(i)))
+    await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
+    events = await world.store.events(rid, 0, 10_000)
+    assert [e.seq for e in events] == list(range(1, 303))
+    assert events[-1].type == "run.completed" and events[-1].terminal
+    assert sum(e.terminal for e in events) == 1
+    run = await world.store.get_run(rid)
+    assert run.last_seq == 302 and run.status is RunStatus.COMPLETED
+
+
+async def test_readers_joining_at_random_points_get_every_event_once(world: World) -> None:
+    rid = await _started_run(world)
+    total = 3000
+    rng = random.Random(7)
+    readers: list[tuple[int, asyncio.Task[list[int]]]] = []
+
+    async def produce() -> None:
+        for i in range(total):
+            world.journal.record(rid, MessageDelta(message_id="m", text="x"))
+            if i % 100 == 0:
+                # readers join while events are stored, in flight and not yet produced
+                after = rng.randint(0, i + 1)
+                readers.append((after, asyncio.create_task(_collect(world, rid, after))))
+                await asyncio.sleep(0)
+            if i % 500 == 0:
+                await world.journal.flush()
+        await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
+
+    await produce()
+    last = total + 2
+    for after, task in readers:
+        seqs = await asyncio.wait_for(task, 10)
+        assert seqs == list(range(after + 1, last + 1))
+
+
+async def test_slow_reader_overflows_its_buffer_and_still_gets_everything(world: World) -> None:
+    rid = await _started_run(world)
+    sub_seen: list[int] = []
+
+    async def slow() -> None:
+        async for batch in follow(world.store, world.bus, rid, 0):
+            sub_seen.extend(e.seq for e in batch)
+            await asyncio.sleep(0.01)  # a deliberately slow consumer, well past the 500-event buffer
+
+    task = asyncio.create_task(slow())
+    for _ in range(5):
+        for _ in range(400):
+            world.journal.record(rid, MessageDelta(message_id="m", text="x"))
+        await world.journal.flush()
+    await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
+    await asyncio.wait_for(task, 20)
+    assert sub_seen == list(range(1, 2003))
+
+
+async def test_long_poll_waits_for_the_next_event(world: World) -> None:
+    rid = await _started_run(world)
+    waiter = asyncio.create_task(wait_events(world.store, world.bus, rid, 1, 100, 5.0))
+    await asyncio.sleep(0.05)
+    assert not waiter.done()
+    world.journal.record(rid, MessageDelta(message_id="m", text="x"))
+    events = await asyncio.wait_for(waiter, 2)
+    assert [e.seq for e in events] == [2]
+
+
+async def test_follow_after_terminal_returns_at_once(world: World) -> None:
+    rid = await _started_run(world)
+    await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
+    assert await asyncio.wait_for(_collect(world, rid, 2), 2) == []
+    assert await asyncio.wait_for(_collect(world, rid, 0), 2) == [1, 2]
+
+
+async def test_one_active_run_per_conversation(world: World) -> None:
+    from onward.errors import ConversationBusy
+
+    await world.store.create_run(world.user, world.conversation, "a", None)
+    with pytest.raises(ConversationBusy):
+        await world.store.create_run(world.user, world.conversation, "b", None)
