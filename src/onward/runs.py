@@ -16,7 +16,7 @@ from onward.core.events import MessageCompleted, RunCancelled, RunInterrupted
 from onward.core.runs import ACTIVE_STATUSES, Run, RunStatus
 from onward.engine.finish import closing_steps, final_change, unanswered
 from onward.engine.state import RunState, StreamingMessage
-from onward.errors import BadRequest, ConversationBusy, Unavailable
+from onward.errors import BadRequest, ConfigError, ConversationBusy, Unavailable
 from onward.journal import Journal
 from onward.runner.local import LocalRunner
 from onward.store.base import Store
@@ -44,7 +44,10 @@ class RunService:
                 f"input is {len(text)} characters; the limit is max_input_chars={self.settings.max_input_chars}"
             )
         if model is not None:
-            self.settings.resolve_model(model)  # unknown model: a clear 400 now, not a failed run later
+            try:  # an unknown model is a clear 400 now, not a failed run later
+                self.settings.resolve_model(model)
+            except ConfigError as exc:
+                raise BadRequest(exc.message) from exc
         await self.store.get_conversation(user_id, conversation_id)
         for _attempt in range(3):
             try:
@@ -107,7 +110,7 @@ class RunService:
         history = await self.store.messages(run.conversation_id)
         state = RunState(run=run, next_position=len(history))
         state.open_calls = {c.id: c for c in unanswered(history, run.id)}
-        partial = await self._partial_message(run, history)
+        partial = await self._partial_message(run)
         if partial is not None:
             state.streaming = partial
         terminal = RunInterrupted(reason=reason)
@@ -118,7 +121,7 @@ class RunService:
         self.journal.release(run.id)
         log.info("run %s interrupted at recovery (%s)", run.id, "ok" if ok else "already ended")
 
-    async def _partial_message(self, run: Run, history: list[object]) -> StreamingMessage | None:
+    async def _partial_message(self, run: Run) -> StreamingMessage | None:
         """The assistant message that was streaming when the process died, rebuilt from deltas."""
         events = await self.store.events(run.id, after=0, limit=1_000_000)
         current: StreamingMessage | None = None

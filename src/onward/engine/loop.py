@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from contextlib import aclosing
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 
 from onward.config import Settings
@@ -81,7 +81,7 @@ class Engine:
         workspace = self.workspace(run.user_id)
         schemas = self.tools.schemas()
         for _step in range(self.settings.max_steps):
-            wire = [{"role": "system", "content": self.settings.system_prompt}]
+            wire: list[dict[str, Any]] = [{"role": "system", "content": self.settings.system_prompt}]
             wire += [m.to_openai() for m in history]
             assistant = await self._stream(provider, model, wire, schemas, state)
             history.append(assistant)
@@ -100,8 +100,8 @@ class Engine:
         self,
         provider: Provider,
         model: str,
-        wire: list[dict[str, object]],
-        schemas: list[dict[str, object]],
+        wire: list[dict[str, Any]],
+        schemas: list[dict[str, Any]],
         state: RunState,
     ) -> Message:
         run_id = state.run.id
@@ -111,7 +111,8 @@ class Engine:
         state.streaming = streaming
         journal.record(run_id, MessageStarted(message_id=message_id))
         calls: dict[int, _Call] = {}
-        async with aclosing(provider.stream(wire, schemas, model=model)) as chunks:  # type: ignore[arg-type]
+        chunks = provider.stream(wire, schemas, model=model)
+        try:
             async for chunk in chunks:
                 if isinstance(chunk, TextChunk):
                     if chunk.text:
@@ -132,6 +133,10 @@ class Engine:
                     )
                 elif isinstance(chunk, StreamEnd):
                     state.add_usage(chunk.usage)
+        finally:
+            close = getattr(chunks, "aclose", None)
+            if close is not None:
+                await close()  # closes the HTTP stream at once, also when the run is cancelled
         tool_calls = tuple(
             ToolCall(id=c.id, name=c.name, arguments="".join(c.arguments)) for _, c in sorted(calls.items())
         )

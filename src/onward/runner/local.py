@@ -40,6 +40,7 @@ class LocalRunner:
         self.accepting = True
         self._active: dict[str, _Active] = {}
         self._supervisors: set[asyncio.Task[None]] = set()
+        self._slots = asyncio.Semaphore(settings.max_active_runs)
 
     def active_ids(self) -> list[str]:
         return list(self._active)
@@ -78,24 +79,52 @@ class LocalRunner:
     async def _supervise(self, entry: _Active) -> None:
         run = entry.run
         try:
-            now = time.time()
-            claimed = await self.journal.transition(
-                run.id, run.last_seq, {RunStatus.QUEUED}, {"status": RunStatus.RUNNING.value, "started_at": now},
-                RunStarted(),
-            )
-            if not claimed:
-                return  # cancelled while queued, or taken by someone else
-            state = RunState(run=run.evolve(status=RunStatus.RUNNING), next_position=0)
-            if entry.stop_with is not None:
-                await finish(self.journal, state, entry.stop_with)
-                return
-            entry.task = asyncio.create_task(self.engine.execute(state), name=f"loop-{run.id}")
-            terminal = await self._await_loop(entry)
-            await finish(self.journal, state, terminal)
+            # Beyond max_active_runs a run waits here, still `queued`; a stop ends the wait.
+            acquired = await self._acquire_slot(entry)
+            try:
+                await self._execute(entry)
+            finally:
+                if acquired:
+                    self._slots.release()
         except Exception:
             log.exception("run %s: supervisor failed", run.id, extra={"run_id": run.id})
         finally:
             self._active.pop(run.id, None)
+
+    async def _acquire_slot(self, entry: _Active) -> bool:
+        if not self._slots.locked():
+            await self._slots.acquire()
+            return True
+        assert entry.cancel_event is not None
+        acquire = asyncio.ensure_future(self._slots.acquire())
+        stopped = asyncio.ensure_future(entry.cancel_event.wait())
+        await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if acquire.done():
+            return True
+        acquire.cancel()
+        try:
+            await acquire
+        except asyncio.CancelledError:
+            return False
+        return True  # acquired in the same instant it was cancelled
+
+    async def _execute(self, entry: _Active) -> None:
+        run = entry.run
+        claimed = await self.journal.transition(
+            run.id, run.last_seq, {RunStatus.QUEUED},
+            {"status": RunStatus.RUNNING.value, "started_at": time.time()},
+            RunStarted(),
+        )
+        if not claimed:
+            return  # cancelled while queued, or taken by someone else
+        state = RunState(run=run.evolve(status=RunStatus.RUNNING), next_position=0)
+        if entry.stop_with is not None:
+            await finish(self.journal, state, entry.stop_with)
+            return
+        entry.task = asyncio.create_task(self.engine.execute(state), name=f"loop-{run.id}")
+        terminal = await self._await_loop(entry)
+        await finish(self.journal, state, terminal)
 
     async def _await_loop(self, entry: _Active) -> EventData:
         task = entry.task
