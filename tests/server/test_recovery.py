@@ -1,0 +1,79 @@
+"""`kill -9` of the server in the middle of a command, then a restart (invariants 1, 4, 6)."""
+
+from __future__ import annotations
+
+import re
+import signal
+from pathlib import Path
+
+from onward.core.messages import validate_history
+from onward.testing.fake_llm import ScriptedLLM
+from onward.testing.server import OnwardServer
+from tests.server.helpers import Api, alive, tool_call, wait_dead
+
+
+def test_kill_9_mid_command_then_restart(llm: ScriptedLLM, tmp_path: Path) -> None:
+    llm.script(
+        [{"text": "Let me run it.", "tool_calls": [tool_call("run_command", {"command": 'echo "pid $$"; exec sleep 60'})]}],
+        match="CRASH",
+    )
+    server = OnwardServer(tmp_path / "home", llm.base_url)
+    server.start()
+    try:
+        api = Api(server.url)
+        cid = api.conversation()
+        rid = api.start(cid, "CRASH")["id"]
+        api.wait_for(rid, lambda e: e["type"] == "tool.output")
+        before = api.log(rid)
+        pid = int(re.findall(r"pid (\d+)", "".join(e["data"].get("text", "") for e in before))[0])
+        assert alive(pid)
+        api.http.close()
+
+        server.kill(signal.SIGKILL)
+        assert alive(pid), "the command outlives a kill -9 of the server (its own session)"
+
+        server.start()
+        api = Api(server.url)
+        run = api.run(rid)
+        assert run["status"] == "interrupted"
+        after = api.log(rid)
+        assert after[: len(before)] == before
+        assert [e["seq"] for e in after] == list(range(1, len(after) + 1))
+        assert after[-1]["type"] == "run.interrupted"
+        assert [e for e in after if e["type"] == "tool.completed"][0]["data"]["status"] == "interrupted"
+        assert wait_dead([pid]) == []
+
+        messages = api.messages(cid)
+        wire = [{k: v for k, v in m.items() if k in ("role", "content", "tool_calls", "tool_call_id")} for m in messages]
+        validate_history([*wire, {"role": "user", "content": "next"}])
+
+        rejected = len(llm.rejections)
+        nxt = api.start(cid, "what happened?")["id"]
+        assert api.wait_terminal(nxt)[-1]["type"] == "run.completed"
+        assert len(llm.rejections) == rejected
+        api.http.close()
+    finally:
+        server.stop()
+
+
+def test_sigterm_interrupts_running_runs_after_the_grace_period(llm: ScriptedLLM, tmp_path: Path) -> None:
+    llm.script([{"tool_calls": [tool_call("run_command", {"command": 'echo "pid $$"; exec sleep 60'})]}], match="TERM")
+    server = OnwardServer(tmp_path / "home", llm.base_url, shutdown_grace_s=0.5)
+    server.start()
+    api = Api(server.url)
+    cid = api.conversation()
+    rid = api.start(cid, "TERM")["id"]
+    api.wait_for(rid, lambda e: e["type"] == "tool.output")
+    pid = int(re.findall(r"pid (\d+)", "".join(e["data"].get("text", "") for e in api.log(rid)))[0])
+    api.http.close()
+    # uvicorn re-raises the signal after a clean shutdown, so the exit status says SIGTERM
+    assert server.kill(signal.SIGTERM) in (0, -signal.SIGTERM)
+    assert wait_dead([pid]) == []
+    server.start()
+    api = Api(server.url)
+    log = api.log(rid)
+    assert log[-1]["type"] == "run.interrupted"
+    assert log[-1]["data"]["reason"] == "server shutting down"
+    assert api.run(rid)["status"] == "interrupted"
+    api.http.close()
+    server.stop()

@@ -1,0 +1,87 @@
+"""Exactly-once delivery from any point, against a real server over TCP (invariant 2)."""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any
+
+from onward.testing.fake_llm import ScriptedLLM
+from tests.server.helpers import TERMINAL, Api, sse
+
+N_CHARS = 2500
+
+
+def _long_run(api: Api, llm: ScriptedLLM, marker: str) -> str:
+    llm.script([{"text": "y" * N_CHARS, "chunk_chars": 1, "delay_ms": 0.5}], match=marker)
+    cid = api.conversation()
+    return str(api.start(cid, f"{marker}: stream a lot")["id"])
+
+
+def test_sse_reader_resuming_at_random_points_reads_the_log_exactly(api: Api, llm: ScriptedLLM) -> None:
+    rid = _long_run(api, llm, "RESUME-SSE")
+    rng = random.Random(2)
+    got: list[dict[str, Any]] = []
+    reconnects = 0
+    while not got or got[-1]["type"] not in TERMINAL:
+        take = rng.randint(1, 60)
+        # alternate the two ways of resuming: Last-Event-ID and ?after=
+        stream = (
+            sse(api.base, rid, last_event_id=len(got)) if reconnects % 2 else sse(api.base, rid, after=len(got))
+        )
+        for i, event in enumerate(stream):
+            got.append(event)
+            if i + 1 >= take or event["type"] in TERMINAL:
+                break
+        stream.close()
+        reconnects += 1
+    assert reconnects >= 50
+    assert len(got) > N_CHARS
+    assert got == api.log(rid)
+    assert [e["seq"] for e in got] == list(range(1, len(got) + 1))
+
+
+def test_long_poll_reader_resuming_at_random_points_reads_the_log_exactly(api: Api, llm: ScriptedLLM) -> None:
+    rid = _long_run(api, llm, "RESUME-POLL")
+    rng = random.Random(3)
+    got: list[dict[str, Any]] = []
+    polls = 0
+    while not got or got[-1]["type"] not in TERMINAL:
+        r = api.http.get(
+            f"/api/runs/{rid}/events", params={"after": len(got), "limit": rng.randint(1, 60), "wait": 5}
+        )
+        assert r.status_code == 200
+        page = r.json()["events"]
+        assert page, "a long-poll with wait returns at least one event of an active run"
+        got.extend(page)
+        polls += 1
+    assert polls >= 50
+    assert got == api.log(rid)
+    assert [e["seq"] for e in got] == list(range(1, len(got) + 1))
+
+
+def test_twenty_concurrent_readers_receive_identical_complete_logs(api: Api, llm: ScriptedLLM) -> None:
+    rid = _long_run(api, llm, "TWENTY")
+    results: list[list[dict[str, Any]]] = [[] for _ in range(20)]
+
+    def read(i: int) -> None:
+        results[i] = list(sse(api.base, rid))
+
+    threads = [threading.Thread(target=read, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stored = api.log(rid)
+    assert stored[-1]["type"] == "run.completed"
+    for log in results:
+        assert log == stored
+
+
+def test_reader_joining_after_the_end_gets_the_whole_log(api: Api, llm: ScriptedLLM) -> None:
+    cid = api.conversation()
+    rid = api.start(cid, "hello there")["id"]
+    first = api.wait_terminal(rid)
+    again = list(sse(api.base, rid))
+    assert again == first
+    assert list(sse(api.base, rid, after=first[-1]["seq"])) == []
