@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
 
 from onward import __version__
 from onward.api import conversations, meta, runs
@@ -21,6 +22,7 @@ from onward.api.errors import BodyLimit, install_error_handlers
 from onward.bus.memory import MemoryBus
 from onward.config import Settings
 from onward.engine.loop import Engine
+from onward.errors import NotFound
 from onward.journal import Journal
 from onward.llm.base import Provider
 from onward.llm.openai_compat import OpenAICompatProvider
@@ -45,6 +47,28 @@ def provider_factory(settings: Settings) -> object:
         return cache[key]
 
     return resolve
+
+
+def mount_web(app: FastAPI) -> None:
+    """The built web UI: files under web/, and index.html for every other non-API path."""
+    assets = WEB_DIR / "assets"
+    if assets.is_dir():
+        app.mount("/assets", StaticFiles(directory=assets), name="assets")
+
+    @app.get("/{path:path}", include_in_schema=False, response_model=None)
+    async def web(path: str) -> FileResponse | HTMLResponse:
+        if path.startswith("api/"):
+            raise NotFound(f"no endpoint /{path}")
+        candidate = (WEB_DIR / path).resolve()
+        if path and candidate.is_file() and candidate.is_relative_to(WEB_DIR.resolve()):
+            return FileResponse(candidate)
+        page = WEB_DIR / "index.html"
+        if page.is_file():
+            return FileResponse(page, headers={"Cache-Control": "no-cache"})
+        return HTMLResponse(
+            "<!doctype html><title>Onward</title><h1>Onward</h1>"
+            "<p>The API is at <a href='/docs'>/docs</a>. The web UI is not built yet.</p>"
+        )
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -89,14 +113,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(runs.router)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
 
-    @app.get("/", include_in_schema=False, response_model=None)
-    async def index() -> FileResponse | HTMLResponse:
-        page = WEB_DIR / "index.html"
-        if page.is_file():
-            return FileResponse(page)
-        return HTMLResponse(
-            "<!doctype html><title>Onward</title><h1>Onward</h1>"
-            "<p>The API is at <a href='/docs'>/docs</a>. The web UI is not built yet.</p>"
-        )
-
+    mount_web(app)
     return app

@@ -7,7 +7,6 @@ that the runner's own claim (queued → running) cannot also win; a running run 
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 
@@ -66,12 +65,8 @@ class RunService:
         return run
 
     async def _wait_terminal(self, run_id: str, timeout: float) -> None:
+        """Wait for the run's supervisor to write its terminal commit (embedded mode)."""
         await self.runner.wait_finished(run_id, timeout)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if (await self.store.get_run(run_id)).status.is_terminal:
-                return
-            await asyncio.sleep(0.01)
 
     async def cancel(self, run: Run) -> tuple[Run, bool]:
         """Cancel `run`; returns the run as it now stands and whether this call changed anything."""

@@ -40,7 +40,7 @@ def test_kill_9_mid_command_then_restart(llm: ScriptedLLM, tmp_path: Path) -> No
         assert after[: len(before)] == before
         assert [e["seq"] for e in after] == list(range(1, len(after) + 1))
         assert after[-1]["type"] == "run.interrupted"
-        assert [e for e in after if e["type"] == "tool.completed"][0]["data"]["status"] == "interrupted"
+        assert next(e for e in after if e["type"] == "tool.completed")["data"]["status"] == "interrupted"
         assert wait_dead([pid]) == []
 
         messages = api.messages(cid)

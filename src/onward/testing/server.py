@@ -48,7 +48,7 @@ class OnwardServer:
 
     def start(self, timeout: float = 20.0) -> OnwardServer:
         self.home.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "onward", "serve"], env=self.env, stdout=log, stderr=subprocess.STDOUT
         )
