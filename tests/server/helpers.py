@@ -14,9 +14,10 @@ TERMINAL = {"run.completed", "run.cancelled", "run.failed", "run.interrupted"}
 
 
 class Api:
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
         self.base = base_url
-        self.http = httpx.Client(base_url=base_url, timeout=30)
+        self.headers = dict(headers or {})
+        self.http = httpx.Client(base_url=base_url, timeout=30, headers=self.headers)
 
     def conversation(self, title: str = "test") -> str:
         r = self.http.post("/api/conversations", json={"title": title})
@@ -54,15 +55,18 @@ class Api:
         assert r.status_code == 200, r.text
         return list(r.json()["messages"])
 
+    def sse(self, rid: str, after: int = 0, last_event_id: int | None = None, timeout: float = 30) -> Iterator[dict[str, Any]]:
+        return sse(self.base, rid, after, last_event_id, timeout, self.headers)
+
     def wait_terminal(self, rid: str, timeout: float = 30) -> list[dict[str, Any]]:
         """Follow the run to its end over SSE; returns every event."""
-        events = list(sse(self.base, rid, timeout=timeout))
+        events = list(self.sse(rid, timeout=timeout))
         assert events and events[-1]["type"] in TERMINAL, events[-3:]
         return events
 
     def wait_for(self, rid: str, predicate: Any, timeout: float = 30) -> dict[str, Any]:
         """The first event (from the start) that satisfies predicate; fails on the terminal event."""
-        for event in sse(self.base, rid, timeout=timeout):
+        for event in self.sse(rid, timeout=timeout):
             if predicate(event):
                 return event
             assert event["type"] not in TERMINAL, f"run ended first: {event}"
@@ -70,10 +74,17 @@ class Api:
 
 
 def sse(
-    base: str, rid: str, after: int = 0, last_event_id: int | None = None, timeout: float = 30
+    base: str,
+    rid: str,
+    after: int = 0,
+    last_event_id: int | None = None,
+    timeout: float = 30,
+    auth: dict[str, str] | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Parse the SSE stream frame by frame; closing the generator closes the connection."""
-    headers = {"Last-Event-ID": str(last_event_id)} if last_event_id is not None else {}
+    headers = dict(auth or {})
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = str(last_event_id)
     params = {"after": after} if after else {}
     with httpx.stream(
         "GET", f"{base}/api/runs/{rid}/stream", params=params, headers=headers, timeout=timeout

@@ -7,7 +7,7 @@ import threading
 from typing import Any
 
 from onward.testing.fake_llm import ScriptedLLM
-from tests.server.helpers import TERMINAL, Api, sse
+from tests.server.helpers import TERMINAL, Api
 
 N_CHARS = 2500
 
@@ -27,7 +27,7 @@ def test_sse_reader_resuming_at_random_points_reads_the_log_exactly(api: Api, ll
         take = rng.randint(1, 60)
         # alternate the two ways of resuming: Last-Event-ID and ?after=
         stream = (
-            sse(api.base, rid, last_event_id=len(got)) if reconnects % 2 else sse(api.base, rid, after=len(got))
+            api.sse(rid, last_event_id=len(got)) if reconnects % 2 else api.sse(rid, after=len(got))
         )
         for i, event in enumerate(stream):
             got.append(event)
@@ -65,7 +65,7 @@ def test_twenty_concurrent_readers_receive_identical_complete_logs(api: Api, llm
     results: list[list[dict[str, Any]]] = [[] for _ in range(20)]
 
     def read(i: int) -> None:
-        results[i] = list(sse(api.base, rid))
+        results[i] = list(api.sse(rid))
 
     threads = [threading.Thread(target=read, args=(i,)) for i in range(20)]
     for t in threads:
@@ -82,6 +82,6 @@ def test_reader_joining_after_the_end_gets_the_whole_log(api: Api, llm: Scripted
     cid = api.conversation()
     rid = api.start(cid, "hello there")["id"]
     first = api.wait_terminal(rid)
-    again = list(sse(api.base, rid))
+    again = list(api.sse(rid))
     assert again == first
-    assert list(sse(api.base, rid, after=first[-1]["seq"])) == []
+    assert list(api.sse(rid, after=first[-1]["seq"])) == []

@@ -79,6 +79,10 @@ class OnwardServer:
                 self.proc.kill()
                 self.proc.wait()
 
+    def auth_headers(self) -> dict[str, str]:
+        """Headers that authenticate as the server's admin (empty until accounts exist)."""
+        return {}
+
     def log(self) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-8000:]

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs the system packages the tests need when they are missing: bubblewrap (the command
+# sandbox) and Debian's Chromium (the e2e tests never download a browser of their own).
+set -euo pipefail
+need=()
+command -v bwrap >/dev/null 2>&1 || need+=(bubblewrap)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ ${#need[@]} -eq 0 ] && exit 0
+echo "installing system packages: ${need[*]}"
+if [ "$(id -u)" -eq 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
+  echo "error: need root (or sudo) to install: ${need[*]} — install them with your package manager" >&2
+  exit 1
+fi
+if ! command -v apt-get >/dev/null 2>&1; then
+  echo "error: no apt-get; install ${need[*]} with your package manager" >&2
+  exit 1
+fi
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
