@@ -20,7 +20,7 @@ def test_kill_9_mid_command_then_restart(llm: ScriptedLLM, tmp_path: Path) -> No
     server = OnwardServer(tmp_path / "home", llm.base_url)
     server.start()
     try:
-        api = Api(server.url)
+        api = Api(server.url, server.auth_headers())
         cid = api.conversation()
         rid = api.start(cid, "CRASH")["id"]
         api.wait_for(rid, lambda e: e["type"] == "tool.output")
@@ -33,7 +33,7 @@ def test_kill_9_mid_command_then_restart(llm: ScriptedLLM, tmp_path: Path) -> No
         assert alive(pid), "the command outlives a kill -9 of the server (its own session)"
 
         server.start()
-        api = Api(server.url)
+        api = Api(server.url, server.auth_headers())
         run = api.run(rid)
         assert run["status"] == "interrupted"
         after = api.log(rid)
@@ -60,7 +60,7 @@ def test_sigterm_interrupts_running_runs_after_the_grace_period(llm: ScriptedLLM
     llm.script([{"tool_calls": [tool_call("run_command", {"command": 'echo "pid $$"; exec sleep 60'})]}], match="TERM")
     server = OnwardServer(tmp_path / "home", llm.base_url, shutdown_grace_s=0.5)
     server.start()
-    api = Api(server.url)
+    api = Api(server.url, server.auth_headers())
     cid = api.conversation()
     rid = api.start(cid, "TERM")["id"]
     api.wait_for(rid, lambda e: e["type"] == "tool.output")
@@ -70,7 +70,7 @@ def test_sigterm_interrupts_running_runs_after_the_grace_period(llm: ScriptedLLM
     assert server.kill(signal.SIGTERM) in (0, -signal.SIGTERM)
     assert wait_dead([pid]) == []
     server.start()
-    api = Api(server.url)
+    api = Api(server.url, server.auth_headers())
     log = api.log(rid)
     assert log[-1]["type"] == "run.interrupted"
     assert log[-1]["data"]["reason"] == "server shutting down"

@@ -107,7 +107,7 @@ def test_stop_twice_and_stop_a_finished_run(api: Api, llm: ScriptedLLM) -> None:
 def test_stop_while_queued(llm: ScriptedLLM, tmp_path: Path) -> None:
     llm.script([{"tool_calls": [tool_call("run_command", {"command": "echo ready; sleep 60"})]}], match="HOLD-SLOT")
     with OnwardServer(tmp_path / "home", llm.base_url, max_active_runs=1) as server:
-        api = Api(server.url)
+        api = Api(server.url, server.auth_headers())
         busy_cid = api.conversation()
         busy = api.start(busy_cid, "HOLD-SLOT")["id"]
         api.wait_for(busy, lambda e: e["type"] == "tool.output")
