@@ -24,8 +24,7 @@ from onward.config import Settings
 from onward.engine.loop import Engine
 from onward.errors import NotFound
 from onward.journal import Journal
-from onward.llm.base import Provider
-from onward.llm.openai_compat import OpenAICompatProvider
+from onward.llm.pool import ProviderPool
 from onward.runner.local import LocalRunner
 from onward.runs import RunService
 from onward.store.sql import SqlStore
@@ -35,18 +34,6 @@ from onward.tools.registry import default_registry
 log = logging.getLogger(__name__)
 
 WEB_DIR = Path(__file__).parent / "web"
-
-
-def provider_factory(settings: Settings) -> object:
-    cache: dict[str, tuple[Provider, str]] = {}
-
-    def resolve(name: str | None) -> tuple[Provider, str]:
-        key, cfg = settings.resolve_model(name)
-        if key not in cache:
-            cache[key] = (OpenAICompatProvider.from_settings(settings, cfg), cfg.model)
-        return cache[key]
-
-    return resolve
 
 
 def mount_web(app: FastAPI) -> None:
@@ -84,7 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         journal.start()
         sandbox = NoSandbox()
         log.warning("commands run WITHOUT a sandbox (single-user mode); do not expose this server")
-        engine = Engine(settings, store, journal, default_registry(), provider_factory(settings), sandbox)  # type: ignore[arg-type]
+        providers = ProviderPool(settings)
+        engine = Engine(settings, store, journal, default_registry(), providers, sandbox)
         runner = LocalRunner(settings, engine, journal)
         service = RunService(settings, store, journal, runner)
         recovered = await service.recover()
@@ -98,6 +86,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await runner.shutdown(settings.shutdown_grace_s)
             await journal.close()
+            await providers.aclose()
             await bus.close()
             await store.close()
 

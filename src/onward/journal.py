@@ -35,7 +35,7 @@ class Journal:
         self._has_work = asyncio.Event()
         self._urgent = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._failures = 0
 
     # ownership -------------------------------------------------------------
 
@@ -145,7 +145,6 @@ class Journal:
             self._task = asyncio.create_task(self._run(), name="onward-journal")
 
     async def close(self) -> None:
-        self._closing = True
         await self.flush()
         if self._task is not None:
             self._task.cancel()
@@ -175,13 +174,28 @@ class Journal:
             try:
                 if batch:
                     await self.store.write(batch)
-            except Exception as exc:
-                log.exception("journal write failed; %d events lost", len(batch.events))
-                for fut in waiters:
-                    if not fut.done():
-                        fut.set_exception(exc)
+            except Exception:
+                # Never drop or renumber: put the batch back in front of what came since and
+                # retry. Runs waiting on a durable step wait with it (natural backpressure).
+                self._failures += 1
+                delay = min(0.05 * 2 ** min(self._failures, 5), 1.0)
+                log.exception("journal write failed (%d events); retrying in %.2f s", len(batch.events), delay)
+                self._requeue(batch, waiters)
+                await asyncio.sleep(delay)
                 continue
+            self._failures = 0
             self.bus.publish(batch.events)
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+
+    def _requeue(self, batch: WriteBatch, waiters: list[asyncio.Future[None]]) -> None:
+        later = self._batch
+        batch.events.extend(later.events)
+        batch.messages.extend(later.messages)
+        batch.changes.extend(later.changes)
+        self._batch = batch
+        self._waiters = waiters + self._waiters
+        self._oldest = time.monotonic()
+        self._has_work.set()
+        self._urgent.set()

@@ -135,3 +135,39 @@ async def test_one_active_run_per_conversation(world: World) -> None:
     await world.store.create_run(world.user, world.conversation, "a", None)
     with pytest.raises(ConversationBusy):
         await world.store.create_run(world.user, world.conversation, "b", None)
+
+
+class FlakyStore(SqlStore):
+    """A real SQLite store whose first `failures` batch writes fail, like a full or locked disk."""
+
+    def __init__(self, url: str, failures: int) -> None:
+        super().__init__(url)
+        self.failures = failures
+
+    async def write(self, batch):  # type: ignore[no-untyped-def]
+        if self.failures > 0 and batch.events:
+            self.failures -= 1
+            raise OSError("disk I/O error")
+        await super().write(batch)
+
+
+async def test_a_failed_write_is_retried_without_gaps_or_loss(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = FlakyStore(f"sqlite+aiosqlite:///{tmp_path / 'onward.db'}", failures=0)
+    await store.init()
+    bus = MemoryBus()
+    journal = Journal(store, bus, flush_interval=0.005)
+    journal.start()
+    user = await store.ensure_user("local")
+    conv = await store.create_conversation(user, "t")
+    w = World(store, bus, journal, user, conv["id"])
+    rid = await _started_run(w)
+    reader = asyncio.create_task(_collect(w, rid, 0))
+    store.failures = 2
+    for _ in range(50):
+        journal.record(rid, MessageDelta(message_id="m", text="x"))
+    await asyncio.wait_for(journal.commit(rid, RunCompleted(), change={"status": "completed"}), 10)
+    assert store.failures == 0
+    assert [e.seq for e in await store.events(rid, 0, 100)] == list(range(1, 53))
+    assert await asyncio.wait_for(reader, 5) == list(range(1, 53))
+    await journal.close()
+    await store.close()
