@@ -17,6 +17,7 @@ SERVER_SETTINGS = {
     "llm_retry_base_s": 0.05,
     "llm_max_retries": 2,
     "shutdown_grace_s": 1,
+    "sse_heartbeat_s": 0.3,
 }
 
 

@@ -85,3 +85,25 @@ def test_reader_joining_after_the_end_gets_the_whole_log(api: Api, llm: Scripted
     again = list(api.sse(rid))
     assert again == first
     assert list(api.sse(rid, after=first[-1]["seq"])) == []
+
+
+def test_sse_sends_heartbeats_while_nothing_happens(api: Api, llm: ScriptedLLM) -> None:
+    import httpx
+
+    from tests.server.helpers import tool_call
+
+    llm.script([{"tool_calls": [tool_call("run_command", {"command": "echo ready; sleep 60"})]}], match="QUIET")
+    cid = api.conversation()
+    rid = api.start(cid, "QUIET")["id"]
+    api.wait_for(rid, lambda e: e["type"] == "tool.output")
+    heartbeats = 0
+    with httpx.stream("GET", f"{api.base}/api/runs/{rid}/stream", headers=api.headers, timeout=10) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line == ": heartbeat":
+                heartbeats += 1
+                if heartbeats == 2:
+                    break
+    assert heartbeats == 2
+    api.cancel(rid)
+    assert api.wait_terminal(rid)[-1]["type"] == "run.cancelled"
