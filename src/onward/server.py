@@ -7,7 +7,6 @@ open until its run ends. So on SIGTERM we first give runs their grace period and
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -51,4 +50,4 @@ def serve(settings: Settings) -> None:
     )
     server = _Server(config, settings)
     print(f"Onward {settings.home} — open http://{settings.host}:{settings.port}/", flush=True)
-    asyncio.run(server.serve())
+    server.run()  # uvloop and httptools when installed (uvicorn[standard])
