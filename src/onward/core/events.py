@@ -9,11 +9,12 @@ Schema versions:
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from functools import cached_property
 from typing import Any, ClassVar
+
+import orjson
 
 SCHEMA_VERSION = 1
 
@@ -26,9 +27,6 @@ class EventData:
     terminal: ClassVar[bool] = False
     # A delta is committed in batches; every other event is committed before the loop goes on.
     delta: ClassVar[bool] = False
-
-    def payload(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +165,7 @@ class Event:
 
     @cached_property
     def body(self) -> dict[str, Any]:
-        value: dict[str, Any] = json.loads(self.json)
+        value: dict[str, Any] = orjson.loads(self.json)
         return value
 
     @property
@@ -177,13 +175,11 @@ class Event:
 
 
 def encode(run_id: str, seq: int, data: EventData, ts: float | None = None) -> Event:
-    """The one serializer: every recorded event is built here."""
+    """The one serializer: every recorded event is built here (orjson serializes the dataclass)."""
     ts = time.time() if ts is None else ts
-    text = json.dumps(
-        {"seq": seq, "run_id": run_id, "type": data.type, "ts": round(ts, 6), "data": data.payload(), "v": SCHEMA_VERSION},
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
+    text = orjson.dumps(
+        {"seq": seq, "run_id": run_id, "type": data.type, "ts": round(ts, 6), "data": data, "v": SCHEMA_VERSION}
+    ).decode()
     return Event(run_id=run_id, seq=seq, type=data.type, ts=ts, json=text)
 
 

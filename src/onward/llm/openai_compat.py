@@ -38,6 +38,7 @@ from onward.llm.base import (
     TextChunk,
     ToolCallChunk,
 )
+from onward.llm.sse import FastStream
 
 logger = logging.getLogger(__name__)
 
@@ -213,7 +214,7 @@ class OpenAICompatProvider:
         # The SDK's documented way to call an endpoint with an untyped result: same transport,
         # auth and error mapping as chat.completions.create, chunks as plain JSON.
         return await self._client.post(
-            "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=AsyncStream[object]
+            "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=FastStream
         )
 
     def _drop_usage_option(self, exc: APIError) -> bool:
