@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
-from functools import cached_property
 from typing import Any, ClassVar
 
 import orjson
@@ -149,24 +148,40 @@ EVENT_TYPES: dict[str, type[EventData]] = {
 TERMINAL_TYPES = frozenset(t for t, cls in EVENT_TYPES.items() if cls.terminal)
 
 
-@dataclass(frozen=True)
 class Event:
-    """A recorded event: position `seq` in the run's log, serialized once and shared by readers."""
+    """A recorded event: position `seq` in the run's log, serialized once and shared by readers.
 
-    run_id: str
-    seq: int
-    type: str
-    ts: float
-    json: str  # {"seq", "run_id", "type", "ts", "data", "v"} as compact JSON
+    Immutable by convention; a plain slotted class because every streamed token makes one.
+    """
+
+    __slots__ = ("_body", "json", "run_id", "seq", "ts", "type")
+
+    def __init__(self, run_id: str, seq: int, type: str, ts: float, json: str) -> None:
+        self.run_id = run_id
+        self.seq = seq
+        self.type = type
+        self.ts = ts
+        self.json = json  # {"seq", "run_id", "type", "ts", "data", "v"} as compact JSON
+        self._body: dict[str, Any] | None = None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Event) and (self.run_id, self.seq, self.json) == (other.run_id, other.seq, other.json)
+
+    def __hash__(self) -> int:
+        return hash((self.run_id, self.seq))
+
+    def __repr__(self) -> str:
+        return f"Event({self.run_id!r}, {self.seq}, {self.type!r})"
 
     @property
     def terminal(self) -> bool:
         return self.type in TERMINAL_TYPES
 
-    @cached_property
+    @property
     def body(self) -> dict[str, Any]:
-        value: dict[str, Any] = orjson.loads(self.json)
-        return value
+        if self._body is None:
+            self._body = orjson.loads(self.json)
+        return self._body
 
     @property
     def data(self) -> dict[str, Any]:
@@ -174,13 +189,25 @@ class Event:
         return data
 
 
+_FIELDS: dict[type[EventData], tuple[str, ...]] = {}
+
+
+def payload(data: EventData) -> dict[str, Any]:
+    """The event's data fields as a dict (field names cached per type)."""
+    cls = type(data)
+    names = _FIELDS.get(cls)
+    if names is None:
+        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
+    return {name: getattr(data, name) for name in names}
+
+
 def encode(run_id: str, seq: int, data: EventData, ts: float | None = None) -> Event:
-    """The one serializer: every recorded event is built here (orjson serializes the dataclass)."""
+    """The one serializer: every recorded event is built here."""
     ts = time.time() if ts is None else ts
     text = orjson.dumps(
-        {"seq": seq, "run_id": run_id, "type": data.type, "ts": round(ts, 6), "data": data, "v": SCHEMA_VERSION}
+        {"seq": seq, "run_id": run_id, "type": data.type, "ts": round(ts, 6), "data": payload(data), "v": SCHEMA_VERSION}
     ).decode()
-    return Event(run_id=run_id, seq=seq, type=data.type, ts=ts, json=text)
+    return Event(run_id, seq, data.type, ts, text)
 
 
 def sse_frame(event: Event) -> str:
