@@ -38,8 +38,12 @@ async def follow(
                         return
                 if len(page) < PAGE:
                     break
-            if (await store.get_run(run_id)).status.is_terminal and not await store.events(run_id, last, 1):
-                return  # a terminal run whose log ended before `after`: nothing more will come
+            if last == after and (await store.get_run(run_id)).status.is_terminal:
+                # Nothing replayed and the run has ended: the reader asked for events after the
+                # terminal one. (Had it ended later, its terminal event would arrive live.)
+                if not await store.events(run_id, last, 1):
+                    return
+                continue
             while True:
                 try:
                     batch = await sub.get(timeout=heartbeat)

@@ -47,7 +47,6 @@ class RunService:
                 self.settings.resolve_model(model)
             except ConfigError as exc:
                 raise BadRequest(exc.message) from exc
-        await self.store.get_conversation(user_id, conversation_id)
         for _attempt in range(3):
             try:
                 run = await self.store.create_run(user_id, conversation_id, text, model)

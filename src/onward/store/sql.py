@@ -207,12 +207,19 @@ class SqlStore:
     # runs --------------------------------------------------------------------
 
     async def create_run(self, user_id: str, conversation_id: str, text: str, model: str | None) -> Run:
-        """Store the user's message and a queued run in one transaction."""
-        await self.get_conversation(user_id, conversation_id)
+        """Store the user's message and a queued run in one transaction (the caller must own
+        the conversation; the one-active-run index makes a second active run a ConversationBusy)."""
         now = time.time()
         run_id = new_id("run")
         try:
             async with self._writing() as conn:
+                touched = await conn.execute(
+                    update(conversations)
+                    .where(and_(conversations.c.id == conversation_id, conversations.c.user_id == user_id))
+                    .values(updated_at=now)
+                )
+                if touched.rowcount != 1:
+                    raise NotFound(f"no conversation {conversation_id!r}")
                 position = (
                     await conn.execute(
                         select(func.coalesce(func.max(messages.c.position), -1)).where(
@@ -234,14 +241,19 @@ class SqlStore:
                 )
                 msg = Message(role="user", content=text, run_id=run_id)
                 await conn.execute(insert(messages).values(**_message_row(conversation_id, position, msg)))
-                await conn.execute(
-                    update(conversations).where(conversations.c.id == conversation_id).values(updated_at=now)
-                )
         except IntegrityError as exc:
             if "uq_runs_one_active" in str(exc) or "runs.conversation_id" in str(exc):
                 raise ConversationBusy() from exc
             raise
-        return await self.get_run(run_id)
+        return Run(
+            id=run_id,
+            conversation_id=conversation_id,
+            user_id=user_id,
+            status=RunStatus.QUEUED,
+            input=text,
+            model=model,
+            created_at=datetime.fromtimestamp(now, UTC),
+        )
 
     async def get_run(self, run_id: str, user_id: str | None = None) -> Run:
         q = select(runs).where(runs.c.id == run_id)
