@@ -26,6 +26,7 @@ from openai import (
     APITimeoutError,
     AsyncOpenAI,
     AsyncStream,
+    DefaultAioHttpClient,
     Timeout,
 )
 
@@ -129,11 +130,15 @@ class OpenAICompatProvider:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self._include_usage = True  # switched off for servers that reject stream_options
+        timeout = Timeout(read_timeout_s, connect=connect_timeout_s)
         self._client = AsyncOpenAI(
             base_url=base_url,
             api_key=api_key or "not-needed",  # local servers take no key; the SDK insists on one
             max_retries=0,
-            timeout=Timeout(read_timeout_s, connect=connect_timeout_s),
+            timeout=timeout,
+            # The SDK's aiohttp transport: its C HTTP parser costs a fraction of the pure-Python
+            # one per streamed chunk, which is what limits many concurrent runs.
+            http_client=DefaultAioHttpClient(timeout=timeout),
         )
 
     @classmethod
@@ -228,6 +233,9 @@ class OpenAICompatProvider:
         return False
 
     def _describe(self, exc: APIError) -> str:
+        refused = _refusal(exc)
+        if refused is not None:
+            return f"connection error with {self.base_url}: {refused}"
         if isinstance(exc, APITimeoutError):
             if "Connect" in type(exc.__cause__).__name__:
                 return f"could not connect to {self.base_url} within {self.connect_timeout_s:g} s"
@@ -244,7 +252,7 @@ class OpenAICompatProvider:
             if _retryable(exc):
                 return f"LLM endpoint returned {exc.status_code} after {tries}: {_server_message(exc)}"
             return f"LLM endpoint rejected the request ({exc.status_code}): {_server_message(exc)}"
-        if isinstance(exc, APITimeoutError) and "Connect" not in type(exc.__cause__).__name__:
+        if isinstance(exc, APITimeoutError) and "Connect" not in type(exc.__cause__).__name__ and _refusal(exc) is None:
             return f"LLM endpoint sent nothing for {self.read_timeout_s:g} s ({tries})"
         if isinstance(exc, APIConnectionError):
             return f"LLM call failed after {tries}: {self._describe(exc)}"
@@ -278,6 +286,19 @@ def _retryable(exc: APIError) -> bool:
     if isinstance(exc, APIStatusError):
         return exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
     return isinstance(exc, APIConnectionError)  # includes timeouts
+
+
+def _refusal(exc: BaseException) -> BaseException | None:
+    """The refused/unreachable connection behind an error, if any. The aiohttp transport reports a
+    refused connection as a connect *timeout*; a person needs to hear "refused", at once."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return None
+        if isinstance(seen, ConnectionRefusedError) or type(seen).__name__ == "ClientConnectorError":
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 def _server_message(exc: APIError) -> str:

@@ -29,6 +29,7 @@ _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 class ToolRegistry:
     def __init__(self) -> None:
         self._tools: dict[str, Tool] = {}
+        self._schemas: list[dict[str, Any]] | None = None
 
     def register(self, tool: Tool) -> None:
         """Add a tool instance. ValueError for a duplicate or malformed name or a missing Args model."""
@@ -43,6 +44,7 @@ class ToolRegistry:
         if not inspect.iscoroutinefunction(getattr(tool, "run", None)):
             raise ValueError(f"tool {name!r} must have an async run(args, ctx) method")
         self._tools[name] = tool
+        self._schemas = None
 
     def get(self, name: str) -> Tool | None:
         return self._tools.get(name)
@@ -54,7 +56,15 @@ class ToolRegistry:
         return name in self._tools
 
     def schemas(self) -> list[dict[str, Any]]:
-        """The OpenAI `tools` parameter for every registered tool, in registration order."""
+        """The OpenAI `tools` parameter for every registered tool, in registration order.
+
+        Computed once per set of tools: pydantic's schema generation costs milliseconds, and
+        every LLM call of every run asks for it."""
+        if self._schemas is None:
+            self._schemas = self._build_schemas()
+        return self._schemas
+
+    def _build_schemas(self) -> list[dict[str, Any]]:
         return [
             {
                 "type": "function",
