@@ -17,7 +17,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 system-deps:
 	./scripts/system-deps.sh
 
+# bubblewrap is the command sandbox; without it Onward still serves one user (unsandboxed, with a warning).
 serve: $(STAMP)
+	@./scripts/system-deps.sh bubblewrap || echo "warning: bubblewrap is missing: commands will run WITHOUT a sandbox (single user only)"
 	$(BIN)/onward serve
 
 # The whole suite: lint, strict types, unit, real-server, and real-browser tests.
@@ -45,5 +47,42 @@ clean:
 	rm -rf $(VENV) build dist src/*.egg-info
 
 # --- bench (issue 3): targets below are owned by the benchmark work ---
+# `make bench`: every scenario against a real `onward serve` (< 10 min) → bench/results/latest.json,
+# a dated copy, latest.png and the table in docs/performance.md. `BENCH_QUICK=1 make bench`: reduced
+# sizes (< 1 min on a quiet machine), written to bench/results/latest-quick.*, docs untouched.
+# BENCH_ARGS passes more options, e.g. BENCH_ARGS="--only stop --profile /tmp/prof".
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_QUICK ?=
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python -m bench.run $(if $(filter 1 yes true,$(BENCH_QUICK)),--quick) $(BENCH_ARGS)
+
+# Redraw bench/results/latest.png and the docs table from bench/results/latest.json.
+bench-report: $(BENCH_STAMP)
+	$(BIN)/python -m bench.report bench/results/latest.json --doc
+
+.PHONY: bench-report
 
 # --- web (issue 5): targets below are owned by the web UI work ---
+# `make web` rebuilds the committed bundle in src/onward/web/ from frontend/ (npm ci from the lock
+# file, vue-tsc, vite) and runs the unit tests of the front end (vitest). The build is deterministic:
+# .ci/web-check.sh rebuilds and fails when the committed bundle differs from the source.
+.PHONY: web web-dev web-check web-screenshots
+
+web:
+	cd frontend && npm ci --no-audit --no-fund && npm run build && npm test
+
+# Vite's dev server on :5173 with the API proxied to a running `make serve` (ONWARD_DEV_BACKEND to change).
+web-dev:
+	cd frontend && npm ci --no-audit --no-fund && npm run dev
+
+web-check:
+	./.ci/web-check.sh
+
+# Refresh the README screenshots (docs/screenshots/) from the e2e suite.
+web-screenshots: $(STAMP) system-deps
+	ONWARD_UPDATE_SCREENSHOTS=1 $(BIN)/pytest -q tests/e2e

@@ -1,7 +1,8 @@
 """create_app(settings) → the ASGI application, with every part of embedded mode wired together.
 
 The lifespan owns the order: open the store, recover runs a dead process left active, start the
-journal; on shutdown, interrupt what still runs (after a grace period), flush, close.
+journal, choose the command sandbox, make sure someone can log in; on shutdown, interrupt what still
+runs (after a grace period), flush, close.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from fastapi.responses import FileResponse, HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from onward import __version__
-from onward.api import conversations, meta, runs
+from onward.accounts.bootstrap import base_url, bootstrap_admin
+from onward.accounts.passwords import warm_up
+from onward.accounts.service import AccountService
+from onward.api import admin, auth, conversations, files, meta, runs, tokens
 from onward.api.deps import Services
 from onward.api.errors import BodyLimit, install_error_handlers
 from onward.bus.memory import MemoryBus
@@ -24,12 +28,15 @@ from onward.config import Settings
 from onward.engine.loop import Engine
 from onward.errors import NotFound
 from onward.journal import Journal
+from onward.limits import RunLimits
 from onward.llm.pool import ProviderPool
 from onward.runner.local import LocalRunner
 from onward.runs import RunService
+from onward.store.accounts import AccountStore
 from onward.store.sql import SqlStore
-from onward.tools.processes import NoSandbox
 from onward.tools.registry import default_registry
+from onward.tools.sandbox import choose_sandbox
+from onward.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +76,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         bus = MemoryBus(settings.subscriber_queue_events)
         journal = Journal(store, bus, flush_interval=settings.flush_interval_ms / 1000)
         journal.start()
-        sandbox = NoSandbox()
-        log.warning("commands run WITHOUT a sandbox (single-user mode); do not expose this server")
+        account_store = AccountStore(store)
+        accounts = AccountService(settings, account_store)
+        sandbox = choose_sandbox(settings)
+        accounts.on_user_count = sandbox.set_user_count
+        sandbox.set_user_count(await accounts.refresh_user_count())
+        if sandbox.warning:
+            log.warning(sandbox.warning)
         providers = ProviderPool(settings)
         engine = Engine(settings, store, journal, default_registry(), providers, sandbox)
         runner = LocalRunner(settings, engine, journal)
@@ -78,13 +90,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         recovered = await service.recover()
         if recovered:
             log.warning("recovered %d runs left active by a previous process", len(recovered))
-        user_id = await store.ensure_user("local")
-        app.state.services = Services(settings, store, bus, service, user_id)
+        await account_store.purge_expired()
+        await warm_up()
+        first_start = await bootstrap_admin(accounts, settings)
+        print(first_start or f"Log in at {base_url(settings)}/ (reset a password: onward user passwd NAME)", flush=True)
+        app.state.services = Services(
+            settings, store, bus, service, accounts, account_store,
+            RunLimits(settings, account_store), Workspaces(settings), sandbox,
+        )
         app.state.runner = runner
         try:
             yield
         finally:
             await runner.shutdown(settings.shutdown_grace_s)
+            sandbox.close()
             await journal.close()
             await providers.aclose()
             await bus.close()
@@ -98,9 +117,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(meta.router)
+    app.include_router(auth.router)
+    app.include_router(tokens.router)
     app.include_router(conversations.router)
     app.include_router(runs.router)
-    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.include_router(files.router)
+    app.include_router(admin.router)
+    # multipart framing adds a little to the file itself
+    upload = (settings.max_upload_bytes + 64 * 1024, "max_upload_bytes")
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes, paths={"/api/files/upload": upload})
 
     mount_web(app)
     return app

@@ -28,6 +28,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from onward.cli_users import register as register_account_commands
 from onward.client import DEFAULT_URL, OnwardClient
 from onward.errors import ConversationBusy, OnwardError
 from onward.render import RunRenderer
@@ -476,6 +477,9 @@ def _when(value: Any) -> str:
     if moment.tzinfo is not None:
         moment = moment.astimezone()
     return moment.strftime("%Y-%m-%d %H:%M:%S")
+
+
+register_account_commands(app)  # user, login, logout
 
 
 def main() -> None:

@@ -26,15 +26,21 @@ import httpx
 
 from onward.core.events import TERMINAL_TYPES
 from onward.core.runs import TERMINAL_STATUSES
+from onward.credentials import stored_token
 from onward.errors import (
+    AccountDisabled,
     BadRequest,
     ConfigError,
     Conflict,
     ConversationBusy,
+    CsrfFailed,
+    Forbidden,
+    InvalidCredentials,
     LLMError,
     NotFound,
     OnwardError,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthorized,
     Unavailable,
 )
@@ -48,10 +54,15 @@ _BY_CODE: dict[str, type[OnwardError]] = {
     for cls in (
         BadRequest,
         Unauthorized,
+        InvalidCredentials,
+        AccountDisabled,
+        Forbidden,
+        CsrfFailed,
         NotFound,
         Conflict,
         ConversationBusy,
         PayloadTooLarge,
+        TooManyRequests,
         Unavailable,
         ConfigError,
         LLMError,
@@ -60,11 +71,12 @@ _BY_CODE: dict[str, type[OnwardError]] = {
 _BY_STATUS: dict[int, type[OnwardError]] = {
     400: BadRequest,
     401: Unauthorized,
-    403: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: PayloadTooLarge,
     422: BadRequest,
+    429: TooManyRequests,
     503: Unavailable,
 }
 # Statuses worth reconnecting through while following a stream (a restarting or overloaded server).
@@ -103,6 +115,8 @@ def error_from_response(status: int, body: bytes) -> OnwardError:
         text = body.decode("utf-8", "replace").strip()
         message = f"HTTP {status}" + (f": {text[:300]}" if text else "")
     cls = _BY_CODE.get(code or "") or _BY_STATUS.get(status) or OnwardError
+    if cls is Unauthorized:
+        message += " (log in with `onward login`, or set ONWARD_TOKEN)"
     exc = cls(message, **extra)
     if cls is OnwardError:
         exc.status_code = status
@@ -241,7 +255,8 @@ def _items(body: Any, *keys: str) -> list[dict[str, Any]]:
 
 
 class OnwardClient:
-    """Onward's HTTP API. Base URL from ONWARD_URL, token from ONWARD_TOKEN unless given.
+    """Onward's HTTP API. Base URL from ONWARD_URL; the token as given, else ONWARD_TOKEN, else the
+    one `onward login` stored for this URL (see `onward.credentials`).
 
     Use as a context manager, or call `close()`. Every method raises an `OnwardError` subclass on
     failure; `ServerUnreachable` when nothing answers at the base URL.
@@ -261,6 +276,8 @@ class OnwardClient:
     ) -> None:
         self.base_url = (base_url or default_url()).rstrip("/")
         token = token if token is not None else os.environ.get("ONWARD_TOKEN") or None
+        if token is None:
+            token = stored_token(self.base_url)
         headers = {"Accept": "application/json", "User-Agent": "onward-cli"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -289,6 +306,28 @@ class OnwardClient:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+    # -- accounts ------------------------------------------------------------------------------
+
+    def me(self) -> dict[str, Any]:
+        return _obj(self._json("GET", "/api/auth/me"))
+
+    def create_token_with_password(self, username: str, password: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Log in, create an API token, log out again: (the user, the new token with `token`)."""
+        login = _obj(self._json("POST", "/api/auth/login", json={"username": username, "password": password}))
+        csrf = {"X-CSRF-Token": str(login.get("csrf_token", ""))}
+        try:
+            token = _obj(self._json("POST", "/api/tokens", json={"name": name}, headers=csrf))
+        finally:
+            try:
+                self._json("POST", "/api/auth/logout", headers=csrf)
+            except OnwardError:
+                pass
+            self._http.cookies.clear()
+        return dict(login.get("user") or {}), token
+
+    def revoke_token(self, token_id: str) -> None:
+        self._json("DELETE", f"/api/tokens/{_seg(token_id)}")
 
     # -- conversations -------------------------------------------------------------------------
 

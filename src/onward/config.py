@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -84,6 +84,46 @@ class Settings(BaseSettings):
     flush_interval_ms: float = Field(20.0, description="Longest a streaming delta waits before it is committed.")
     sse_heartbeat_s: float = Field(15.0, description="Interval of SSE comment heartbeats.")
     longpoll_max_wait_s: float = Field(30.0, description="Longest `wait` a long-poll may ask for.")
+
+    # accounts and sessions (docs/security.md)
+    admin_password: str | None = Field(
+        None,
+        description="Password of the first admin, used only when the database has no user with a password "
+        "(bootstrapping, tests); otherwise a random one is printed once.",
+    )
+    public_url: str | None = Field(None, description="Base URL printed in the first-run login link (default http://HOST:PORT).")
+    cookie_secure: bool = Field(False, description="Mark the session cookie Secure (set it when Onward is served over https).")
+    session_ttl_h: float = Field(336.0, description="Hours a login session lasts.")
+    login_link_ttl_h: float = Field(24.0, description="Hours the first-run one-time login link stays valid (it also expires on first use).")
+    login_max_failures: int = Field(5, description="Failed logins for one username before each further attempt must wait (backoff).")
+    login_ip_max_failures: int = Field(20, description="Failed logins from one IP address before each further attempt must wait (backoff).")
+    login_backoff_base_s: float = Field(2.0, description="First wait after the failure limit; doubles with every further failure.")
+    login_backoff_max_s: float = Field(900.0, description="Longest wait the login backoff imposes.")
+    login_failure_window_s: float = Field(900.0, description="Failed logins are forgotten after this long without a new one.")
+
+    # per-user limits
+    user_max_active_runs: int = Field(20, description="Runs one user may have active at once; more are refused with 429.")
+    user_max_runs_per_window: int = Field(300, description="Runs one user may start per `user_runs_window_s`; more are refused with 429.")
+    user_runs_window_s: float = Field(3600.0, description="The window of `user_max_runs_per_window`, in seconds.")
+    limits_exempt_admins: bool = Field(True, description="Whether administrators are exempt from the per-user run limits.")
+
+    # workspaces and files
+    max_upload_bytes: int = Field(50 * 1024 * 1024, description="Largest file accepted by POST /api/files/upload.")
+    files_list_limit: int = Field(10_000, description="Most entries GET /api/files returns for one directory.")
+
+    # the command sandbox (docs/security.md)
+    multi_user: bool = Field(False, description="Treat the server as multi-user even with one enabled user (commands then need the sandbox).")
+    sandbox: Literal["auto", "bwrap", "none"] = Field(
+        "auto",
+        description="auto: bubblewrap when it works, else unsandboxed in single-user mode; bwrap: refuse to start "
+        "without it; none: never sandbox (commands are refused in multi-user mode).",
+    )
+    bwrap_path: str = Field("bwrap", description="The bubblewrap executable.")
+    sandbox_network: bool = Field(False, description="Give sandboxed commands the host's network (off: loopback only, of their own).")
+    sandbox_cpu_s: int = Field(900, description="CPU seconds one sandboxed process may use (RLIMIT_CPU).")
+    sandbox_memory_mb: int = Field(2048, description="Memory of one command: the whole sandbox with a memory cgroup, else each process's address space.")
+    sandbox_max_processes: int = Field(256, description="Processes one command may run at once (pids cgroup, else RLIMIT_NPROC).")
+    sandbox_cgroups: bool = Field(True, description="Confine commands in per-command cgroups when this process may create them.")
 
     @classmethod
     def settings_customise_sources(

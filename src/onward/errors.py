@@ -5,6 +5,7 @@ The API turns these into `{"error": {"code", "message"}}` responses; the CLI pri
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 
@@ -17,6 +18,7 @@ class OnwardError(Exception):
     def __init__(self, message: str | None = None, **extra: Any) -> None:
         self.message = message or (self.__doc__ or self.code).strip()
         self.extra = extra
+        self.headers: dict[str, str] = {}  # sent with the HTTP response (Retry-After, …)
         super().__init__(self.message)
 
     def to_json(self) -> dict[str, Any]:
@@ -35,6 +37,31 @@ class Unauthorized(OnwardError):
 
     status_code = 401
     code = "unauthorized"
+
+
+class InvalidCredentials(Unauthorized):
+    """wrong username or password"""
+
+    code = "invalid_credentials"
+
+
+class AccountDisabled(Unauthorized):
+    """This account is disabled; ask an administrator."""
+
+    code = "account_disabled"
+
+
+class Forbidden(OnwardError):
+    """Not allowed."""
+
+    status_code = 403
+    code = "forbidden"
+
+
+class CsrfFailed(Forbidden):
+    """Missing or wrong X-CSRF-Token header (required with cookie sessions; GET /api/auth/me gives it)."""
+
+    code = "csrf_failed"
 
 
 class NotFound(OnwardError):
@@ -62,6 +89,20 @@ class PayloadTooLarge(OnwardError):
 
     status_code = 413
     code = "payload_too_large"
+
+
+class TooManyRequests(OnwardError):
+    """Too many requests; retry later."""
+
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str | None = None, *, retry_after: float | None = None, **extra: Any) -> None:
+        given = extra.pop("retry_after_s", 1)  # as sent by a server, when a client rebuilds the error
+        seconds = max(1, math.ceil(retry_after if retry_after is not None else float(given)))
+        super().__init__(message, retry_after_s=seconds, **extra)
+        self.retry_after = seconds
+        self.headers["Retry-After"] = str(seconds)
 
 
 class Unavailable(OnwardError):

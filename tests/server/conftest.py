@@ -37,6 +37,6 @@ def server(llm: ScriptedLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture
 def api(server: OnwardServer) -> Iterator[Api]:
-    client = Api(server.url)
+    client = Api(server.url, server.auth_headers())
     yield client
     client.http.close()

@@ -116,6 +116,34 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def run_pids(rid: str) -> dict[int, int]:
+    """Host pid → the pid the process sees itself as, for every process a run's commands started
+    (found by the ONWARD_RUN_ID marker in their environment, as crash recovery finds them). In the
+    bubblewrap sandbox a command has its own pid namespace, so `echo $$` prints the inner pid."""
+    marker = f"ONWARD_RUN_ID={rid}".encode()
+    found: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker not in (entry / "environ").read_bytes().split(b"\0"):
+                continue
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        nspid = next((line.split()[1:] for line in status.splitlines() if line.startswith("NSpid:")), [entry.name])
+        found[int(entry.name)] = int(nspid[-1])
+    return found
+
+
+def host_pids(rid: str, printed: list[int]) -> list[int]:
+    """The host pids of the processes of run `rid` that printed `printed` as their own pid."""
+    by_inner = {inner: host for host, inner in run_pids(rid).items() if alive(host)}
+    missing = [p for p in printed if p not in by_inner]
+    assert not missing, f"no live process of run {rid} has pid {missing} (inside its sandbox)"
+    return [by_inner[p] for p in printed]
+
+
 def wait_dead(pids: list[int], timeout: float = 5.0) -> list[int]:
     """Pids still alive after `timeout` (zombies count as dead)."""
     deadline = time.monotonic() + timeout

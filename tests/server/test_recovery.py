@@ -9,7 +9,7 @@ from pathlib import Path
 from onward.core.messages import validate_history
 from onward.testing.fake_llm import ScriptedLLM
 from onward.testing.server import OnwardServer
-from tests.server.helpers import Api, alive, tool_call, wait_dead
+from tests.server.helpers import Api, alive, host_pids, tool_call, wait_dead
 
 
 def test_kill_9_mid_command_then_restart(llm: ScriptedLLM, tmp_path: Path) -> None:
@@ -17,7 +17,9 @@ def test_kill_9_mid_command_then_restart(llm: ScriptedLLM, tmp_path: Path) -> No
         [{"text": "Let me run it.", "tool_calls": [tool_call("run_command", {"command": 'echo "pid $$"; exec sleep 60'})]}],
         match="CRASH",
     )
-    server = OnwardServer(tmp_path / "home", llm.base_url)
+    # Unsandboxed: a bubblewrap sandbox dies with the server (tests/server/test_sandbox.py), so only
+    # a plain process group is left for recovery to find.
+    server = OnwardServer(tmp_path / "home", llm.base_url, sandbox="none")
     server.start()
     try:
         api = Api(server.url, server.auth_headers())
@@ -65,6 +67,7 @@ def test_sigterm_interrupts_running_runs_after_the_grace_period(llm: ScriptedLLM
     rid = api.start(cid, "TERM")["id"]
     api.wait_for(rid, lambda e: e["type"] == "tool.output")
     pid = int(re.findall(r"pid (\d+)", "".join(e["data"].get("text", "") for e in api.log(rid)))[0])
+    [pid] = host_pids(rid, [pid])
     api.http.close()
     # uvicorn re-raises the signal after a clean shutdown, so the exit status says SIGTERM
     assert server.kill(signal.SIGTERM) in (0, -signal.SIGTERM)

@@ -10,7 +10,7 @@ from typing import Any
 from onward.core.messages import validate_history
 from onward.testing.fake_llm import ScriptedLLM
 from onward.testing.server import OnwardServer
-from tests.server.helpers import Api, alive, tool_call, wait_dead
+from tests.server.helpers import Api, alive, host_pids, tool_call, wait_dead
 
 
 def _history_is_valid(api: Api, cid: str) -> None:
@@ -40,7 +40,7 @@ def _stop_inside_command(api: Api, llm: ScriptedLLM, marker: str, command: str, 
     # the pids are printed before "ready", so once "ready" is out, so are they
     api.wait_for(rid, lambda e: e["type"] == "tool.output" and "ready" in e["data"]["text"])
     out = [e for e in api.log(rid) if e["type"] == "tool.output"]
-    pids = _pids(out)
+    pids = host_pids(rid, _pids(out))
     assert len(pids) == n_pids and all(alive(p) for p in pids)
     result = api.cancel(rid)
     assert result["changed"] is True

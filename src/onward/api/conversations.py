@@ -23,18 +23,18 @@ class ConversationPatch(BaseModel):
 @router.get("")
 async def list_conversations(svc: Svc, user: User) -> dict[str, Any]:
     """The caller's conversations, most recently active first."""
-    return {"conversations": await svc.store.list_conversations(user)}
+    return {"conversations": await svc.store.list_conversations(user.id)}
 
 
 @router.post("", status_code=201)
 async def create_conversation(svc: Svc, user: User, body: NewConversation | None = None) -> dict[str, Any]:
     title = (body.title if body else None) or "New conversation"
-    return await svc.store.create_conversation(user, title)
+    return await svc.store.create_conversation(user.id, title)
 
 
 @router.get("/{cid}")
 async def get_conversation(cid: str, svc: Svc, user: User) -> dict[str, Any]:
-    conv = await svc.store.get_conversation(user, cid)
+    conv = await svc.store.get_conversation(user.id, cid)
     messages = await svc.store.messages(cid)
     active = await svc.store.active_run(cid)
     return {
@@ -46,9 +46,9 @@ async def get_conversation(cid: str, svc: Svc, user: User) -> dict[str, Any]:
 
 @router.patch("/{cid}")
 async def update_conversation(cid: str, body: ConversationPatch, svc: Svc, user: User) -> dict[str, Any]:
-    return await svc.store.update_conversation(user, cid, body.title)
+    return await svc.store.update_conversation(user.id, cid, body.title)
 
 
 @router.delete("/{cid}", status_code=204)
 async def delete_conversation(cid: str, svc: Svc, user: User) -> None:
-    await svc.store.delete_conversation(user, cid)
+    await svc.store.delete_conversation(user.id, cid)

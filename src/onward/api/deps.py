@@ -1,16 +1,34 @@
-"""What handlers get from the application: its services, and the user making the request."""
+"""What handlers get from the application: its services, and the user making the request.
+
+`current_user` is the only way a handler learns who is asking: a bearer token, else the session
+cookie (which must bring its CSRF token to change anything). Handlers pass `user.id` to every query,
+so another user's resources are not found rather than forbidden.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import Depends, Request
 
+from onward.accounts.service import AccountService
+from onward.accounts.tokens import same
 from onward.bus.base import EventBus
 from onward.config import Settings
+from onward.errors import CsrfFailed, NotFound, Unauthorized
+from onward.limits import RunLimits
 from onward.runs import RunService
+from onward.store.accounts import AccountStore
 from onward.store.base import Store
+from onward.workspaces import Workspaces
+
+if TYPE_CHECKING:
+    from onward.tools.sandbox import CommandSandbox
+
+SESSION_COOKIE = "onward_session"
+CSRF_HEADER = "X-CSRF-Token"
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(slots=True)
@@ -19,7 +37,21 @@ class Services:
     store: Store
     bus: EventBus
     runs: RunService
-    local_user_id: str
+    accounts: AccountService
+    account_store: AccountStore
+    limits: RunLimits
+    workspaces: Workspaces
+    sandbox: CommandSandbox
+
+
+@dataclass(frozen=True, slots=True)
+class CurrentUser:
+    id: str
+    name: str
+    is_admin: bool
+    via: Literal["session", "token"]
+    csrf_token: str | None = None  # sessions only
+    session_hash: str | None = None  # sessions only
 
 
 def services(request: Request) -> Services:
@@ -27,10 +59,44 @@ def services(request: Request) -> Services:
     return svc
 
 
-async def current_user(svc: Annotated[Services, Depends(services)]) -> str:
-    """The caller's user id. Until accounts land there is one local user."""
-    return svc.local_user_id
+def _unauthorized(message: str) -> Unauthorized:
+    exc = Unauthorized(message)
+    exc.headers["WWW-Authenticate"] = "Bearer"
+    return exc
+
+
+async def current_user(request: Request, svc: Annotated[Services, Depends(services)]) -> CurrentUser:
+    """The caller, from `Authorization: Bearer …` or the session cookie; 401 otherwise."""
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+        account = await svc.accounts.by_token(token.strip())
+        if account is None:
+            raise _unauthorized("this API token is invalid or revoked")
+        return CurrentUser(account.id, account.name, account.is_admin, "token")
+    session_id = request.cookies.get(SESSION_COOKIE)
+    if not session_id:
+        raise _unauthorized("log in first")
+    record = await svc.accounts.by_session(session_id)
+    if record is None:
+        raise _unauthorized("your session has ended; log in again")
+    if request.method not in _SAFE_METHODS:
+        sent = request.headers.get(CSRF_HEADER, "")
+        if not sent or not same(sent, record.csrf_token):
+            raise CsrfFailed()
+    account = record.account
+    return CurrentUser(account.id, account.name, account.is_admin, "session", record.csrf_token, record.id_hash)
+
+
+async def admin_user(user: Annotated[CurrentUser, Depends(current_user)]) -> CurrentUser:
+    """Administrators only; everyone else gets 404, as for any resource that is not theirs."""
+    if not user.is_admin:
+        raise NotFound("no such endpoint")
+    return user
 
 
 Svc = Annotated[Services, Depends(services)]
-User = Annotated[str, Depends(current_user)]
+User = Annotated[CurrentUser, Depends(current_user)]
+Admin = Annotated[CurrentUser, Depends(admin_user)]

@@ -17,7 +17,7 @@ from onward.errors import OnwardError
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(OnwardError)
     async def onward_error(_: Request, exc: OnwardError) -> JSONResponse:
-        return JSONResponse(exc.to_json(), status_code=exc.status_code)
+        return JSONResponse(exc.to_json(), status_code=exc.status_code, headers=exc.headers or None)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -48,17 +48,20 @@ def _jsonable(errors: Any) -> Any:
 class BodyLimit:
     """Reject request bodies over `limit` bytes with 413, whether or not Content-Length is sent."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, paths: dict[str, tuple[int, str]] | None = None) -> None:
         self.app = app
         self.limit = limit
+        # path → (limit, the setting that sets it), for endpoints that take larger bodies (uploads)
+        self.paths = paths or {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit, setting = self.paths.get(scope.get("path", ""), (self.limit, "max_body_bytes"))
         for name, value in scope.get("headers", ()):
-            if name == b"content-length" and value.isdigit() and int(value) > self.limit:
-                await self._reject(send)
+            if name == b"content-length" and value.isdigit() and int(value) > limit:
+                await self._reject(send, limit, setting)
                 return
         seen = 0
         too_large = False
@@ -68,7 +71,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     too_large = True
                     raise _TooLarge()
             return message
@@ -76,11 +79,11 @@ class BodyLimit:
         try:
             await self.app(scope, limited, send)
         except _TooLarge:
-            await self._reject(send)
+            await self._reject(send, limit, setting)
 
-    async def _reject(self, send: Send) -> None:
+    async def _reject(self, send: Send, limit: int, setting: str) -> None:
         body = json.dumps(
-            {"error": {"code": "payload_too_large", "message": f"the request body is larger than {self.limit} bytes (max_body_bytes)"}}
+            {"error": {"code": "payload_too_large", "message": f"the request body is larger than {limit} bytes ({setting})"}}
         ).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})

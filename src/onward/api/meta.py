@@ -1,4 +1,4 @@
-"""Health, the server's models, and who the caller is."""
+"""Health (public), and the server's models."""
 
 from __future__ import annotations
 
@@ -27,7 +27,3 @@ async def models(svc: Svc, user: User) -> dict[str, Any]:
         default = None
     return {"models": [{"name": n} for n in names], "default": default}
 
-
-@router.get("/auth/me")
-async def me(svc: Svc, user: User) -> dict[str, Any]:
-    return {"id": user, "name": "local", "sandbox": svc.runs.runner.engine.sandbox.name}

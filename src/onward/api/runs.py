@@ -27,25 +27,28 @@ class NewRun(BaseModel):
 @router.post("/conversations/{cid}/runs", status_code=202)
 async def start_run(cid: str, body: NewRun, svc: Svc, user: User) -> dict[str, Any]:
     """Store the message and start a run. The run goes on whatever happens to this connection."""
-    run = await svc.runs.start(user, cid, body.input, body.model, body.if_busy)
+    await svc.limits.check(user)
+    if svc.sandbox.bwrap is None:  # users added meanwhile by `onward user add` turn commands off
+        await svc.accounts.refresh_user_count()
+    run = await svc.runs.start(user.id, cid, body.input, body.model, body.if_busy)
     return run.to_json()
 
 
 @router.get("/runs")
 async def list_runs(svc: Svc, user: User, active: bool | None = None, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-    runs = await svc.store.list_runs(user, active=active, limit=limit)
+    runs = await svc.store.list_runs(user.id, active=active, limit=limit)
     return {"runs": [r.to_json() for r in runs]}
 
 
 @router.get("/runs/{rid}")
 async def get_run(rid: str, svc: Svc, user: User) -> dict[str, Any]:
-    return (await svc.store.get_run(rid, user)).to_json()
+    return (await svc.store.get_run(rid, user.id)).to_json()
 
 
 @router.post("/runs/{rid}/cancel", status_code=202)
 async def cancel_run(rid: str, svc: Svc, user: User) -> dict[str, Any]:
     """Stop a run. Idempotent: cancelling a finished run changes nothing and says so."""
-    run = await svc.store.get_run(rid, user)
+    run = await svc.store.get_run(rid, user.id)
     run, changed = await svc.runs.cancel(run)
     out = run.to_json()
     out["changed"] = changed
@@ -64,10 +67,10 @@ async def run_events(
     wait: float = Query(0, ge=0),
 ) -> Response:
     """Long-poll: events with seq > after; with `wait`, hold the request until one arrives."""
-    await svc.store.get_run(rid, user)
+    await svc.store.get_run(rid, user.id)
     wait = min(wait, svc.settings.longpoll_max_wait_s)
     events = await wait_events(svc.store, svc.bus, rid, after, limit, wait)
-    run = await svc.store.get_run(rid, user)
+    run = await svc.store.get_run(rid, user.id)
     last = events[-1].seq if events else after
     body = (
         '{"events":[' + ",".join(e.json for e in events) + f'],"last_seq":{last},'
@@ -85,7 +88,7 @@ async def stream_run(
     last_event_id: str | None = Header(None),
 ) -> StreamingResponse:
     """Server-Sent Events from seq > after (or > Last-Event-ID); ends after the terminal event."""
-    await svc.store.get_run(rid, user)
+    await svc.store.get_run(rid, user.id)
     start = after
     if last_event_id and last_event_id.strip().isdigit():
         start = max(start, int(last_event_id.strip()))

@@ -1,0 +1,253 @@
+"""What every scenario stands on: the scripted LLM in a process of its own, fresh `onward serve`
+processes, the client process pool, progress lines, and reading a process's memory.
+
+The three parties never share a process: the server is `OnwardServer` (a real `onward serve`
+subprocess, embedded mode), the LLM is `python -m onward.testing.fake_llm`, and clients run in
+this process or in the spawned client pool (`bench.pool`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.pool import ClientPool
+from onward.testing.server import OnwardServer
+
+# Settings every bench server gets; a scenario may add its own. Everything else is Onward's default.
+SERVER_SETTINGS: dict[str, object] = {"max_active_runs": 2000}
+
+
+class LlmProcess:
+    """An LLM test double in its own process; it prints its base URL (…/v1) on its first line."""
+
+    def __init__(self, module: str, log_path: Path) -> None:
+        self._log = open(log_path, "ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", module, "--port", "0"], stdout=subprocess.PIPE, stderr=self._log
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline().decode().strip()
+        if not line.startswith("http"):
+            self.stop()
+            raise RuntimeError(f"{module} did not start (printed {line!r}); see {log_path}")
+        self.base_url = line
+        self.url = line.rsplit("/v1", 1)[0]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class Llm(LlmProcess):
+    """The scripted LLM server (`python -m onward.testing.fake_llm`)."""
+
+    def __init__(self, log_path: Path) -> None:
+        super().__init__("onward.testing.fake_llm", log_path)
+
+    def script(self, match: str, turns: list[dict[str, Any]]) -> None:
+        """Answer every conversation whose last user message matches `match` with `turns`."""
+        r = httpx.post(f"{self.url}/_scripts", json={"match": match, "turns": turns}, timeout=10)
+        r.raise_for_status()
+
+
+class Pacer(LlmProcess):
+    """The lean paced LLM (`python -m bench.pacer`) for the concurrency scenario."""
+
+    def __init__(self, log_path: Path) -> None:
+        super().__init__("bench.pacer", log_path)
+
+
+class Progress:
+    """Progress lines on stderr, stamped with the time since the bench began."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self.scenario = "bench"
+
+    def __call__(self, message: str) -> None:
+        print(f"[{time.monotonic() - self.t0:6.1f}s] {self.scenario}: {message}", file=sys.stderr, flush=True)
+
+
+PACED_MODEL = "paced"  # the model name under which every bench server knows the pacer
+
+
+@dataclass
+class Context:
+    """Handed to every scenario: sizes by mode, the LLMs, servers, the client pool, progress.
+
+    Every server's default model is the scripted LLM, and model `paced` is the pacer (named in
+    an onward.toml the bench writes). In quick mode scenarios share one server unless they ask
+    for a fresh one (`fresh=True`, a given `home`, or settings of their own); in full mode each
+    scenario gets a server of its own, so no scenario inherits another's database or memory.
+    """
+
+    quick: bool
+    llm: Llm
+    pacer: Pacer
+    tmp: Path
+    pool: ClientPool
+    progress: Progress
+    settings: dict[str, object] = field(default_factory=lambda: dict(SERVER_SETTINGS))
+    profile_dir: Path | None = None  # py-spy every server into this directory (--profile)
+    _homes: int = 0
+    _shared: OnwardServer | None = None
+    _spies: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def size(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    @contextlib.contextmanager
+    def server(
+        self, name: str, home: Path | None = None, fresh: bool = False, **settings: object
+    ) -> Iterator[OnwardServer]:
+        """A running `onward serve`: its own empty home unless `home` is given; stopped on exit
+        unless it is the shared one (quick mode)."""
+        if self.quick and not fresh and home is None and not settings:
+            if self._shared is None:
+                self._shared = self.start_server("shared")
+            yield self._shared
+            return
+        srv = self.start_server(name, home, **settings)
+        try:
+            yield srv
+        finally:
+            self.stop_server(srv)
+
+    def close(self) -> None:
+        if self._shared is not None:
+            self.stop_server(self._shared)
+            self._shared = None
+
+    def start_server(self, name: str, home: Path | None = None, **settings: object) -> OnwardServer:
+        """Start a server of its own (the caller stops it with `stop_server`); thread-safe."""
+        t0 = time.monotonic()
+        if home is None:
+            with self._lock:
+                self._homes += 1
+                home = self.tmp / f"{self._homes:02d}-{name}"
+        config = self.tmp / "onward.toml"
+        if not config.exists():
+            config.write_text(
+                f'[models.{PACED_MODEL}]\nbase_url = "{self.pacer.base_url}"\nmodel = "paced"\napi_key = "x"\n'
+            )
+        srv = OnwardServer(home, self.llm.base_url, config_file=config, **{**self.settings, **settings})
+        srv.start(timeout=60)
+        srv.auth_headers()  # log in now, not inside a measurement
+        self.progress(f"server {home.name} (pid {srv.pid}) ready in {time.monotonic() - t0:.1f} s")
+        if self.profile_dir:
+            self._spies[srv.pid] = self._profile(srv, home.name)
+        return srv
+
+    def stop_server(self, srv: OnwardServer) -> None:
+        pid = srv.pid
+        srv.stop()
+        spy = self._spies.pop(pid, None)
+        if spy is not None:
+            spy.wait(60)
+
+    def _profile(self, srv: OnwardServer, name: str) -> subprocess.Popen[bytes]:
+        """py-spy on the server until it exits, as collapsed stacks (read them with bench.profile)."""
+        assert self.profile_dir is not None
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        out = self.profile_dir / f"{name}.txt"
+        self.progress(f"profiling server {srv.pid} into {out}")
+        return subprocess.Popen(
+            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(srv.pid), "--rate", "250",
+             "--format", "raw", "--threads", "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of `pid` in KiB (VmRSS from /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def run_processes(run_id: str) -> list[int]:
+    """Host pids of the processes a run's commands started: Onward puts ONWARD_RUN_ID=<run id>
+    in every command's environment (the marker crash recovery uses). Needs to read /proc/*/environ."""
+    marker = f"ONWARD_RUN_ID={run_id}".encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            environ = Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry))
+    return found
+
+
+def namespace_pid(pid: int) -> int:
+    """The pid `pid` has inside its innermost pid namespace (what `$$` printed in a sandbox)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("NSpid:"):
+            return int(line.split()[-1])
+    return pid
+
+
+def wait_dead(pid: int, timeout: float) -> bool:
+    """Poll until `pid` is gone (or a zombie); False if it still lives after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while process_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.001)
+    return True
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    """What a scenario hands back.
+
+    `metrics` are the flat keys of latest.json; `samples` are distributions (ms) for the plot;
+    `details` holds the scenario's settings and every secondary number; `problems` lists broken
+    correctness checks (gaps, duplicates, a process alive after Stop), which fail the bench.
+    """
+
+    metrics: dict[str, float | int | None]
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)

@@ -1,0 +1,203 @@
+"""Scenario 3 — many runs at once: N runs x 200 events 10 ms apart, every run read live.
+
+The LLM streams 200 one-character deltas 10 ms apart, so one run alone needs 2.0 s: the ideal.
+The LLM here is `bench.pacer` (model `paced`), not the scripted LLM: the latter spends ~100 µs of
+CPU per paced delta, more than 2 cores have at 500 runs; both are calibrated (see below).
+For each N (10, 50, 100, 200, 500) the conversations are created first; then the client processes
+all begin at one wall-clock instant, each POSTing its share of runs at once and opening every
+run's SSE stream as soon as its POST returns. Wall time runs from that instant to the last
+terminal event received; the key is wall ÷ 2.0 s. Event latency is receive time - the event's
+`ts` (both time.time() on this host) over the `message.delta` events, so it covers commit
+batching, publish and delivery. One server serves the whole sweep.
+
+Calibration: the same N streams read straight from the LLM (no Onward in between) show what the
+LLM and the client processes alone cost on this machine: `llm_direct_wall_ratio` for the pacer,
+`scripted_llm_direct_wall_ratio` for the scripted LLM (full mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from bench import rawhttp
+from bench.client import Api, Frame, event_ts
+from bench.harness import PACED_MODEL, Context, Result, cpu_seconds
+from bench.pool import split, start_time
+from bench.stats import downsample, summary
+from onward.testing.server import OnwardServer
+
+NAME = "concurrency"
+TITLE = "N runs x 200 events 10 ms apart, all read live"
+MATCH = "BENCH-CONCURRENCY"
+EVENTS = 200
+DELAY_MS = 10
+IDEAL_S = EVENTS * DELAY_MS / 1000
+TEXT = f"{MATCH} {EVENTS}x{DELAY_MS}ms"  # the pacer reads the pace from the message
+
+
+@dataclass
+class RunRecord:
+    t_post: float  # time.time() just before the POST
+    t_started: float  # the POST returned
+    t_terminal: float  # the terminal event arrived
+    events: int
+    errors: int  # gaps + duplicates
+    terminal: str
+
+
+async def _follow(api: Api, cid: str, latencies: list[float]) -> RunRecord:
+    t_post = time.time()
+    rid = (await api.start_run(cid, TEXT, model=PACED_MODEL))["id"]
+    t_started = time.time()
+    last = events = errors = 0
+    end: list[Frame] = []
+
+    def on_frames(batch: list[Frame]) -> bool:
+        nonlocal last, events, errors
+        for f in batch:
+            if f.seq != last + 1:
+                errors += 1
+            last = max(last, f.seq)
+            if f.type == "message.delta":
+                latencies.append((f.received - event_ts(f.data)) * 1000)
+        events += len(batch)
+        if batch[-1].terminal:
+            end.append(batch[-1])
+            return True
+        return False
+
+    await api.sse(rid, on_frames)
+    return RunRecord(t_post, t_started, end[0].received if end else time.time(), events, errors,
+                     end[0].type if end else "")
+
+
+def _runs_job(args: tuple[str, dict[str, str], list[str], float]) -> tuple[list[RunRecord], list[float]]:
+    url, headers, cids, at = args
+
+    async def main() -> tuple[list[RunRecord], list[float]]:
+        api = Api(url, headers)
+        latencies: list[float] = []
+        try:
+            await asyncio.sleep(max(0.0, at - time.time()))
+            records = await asyncio.gather(*(_follow(api, cid, latencies) for cid in cids))
+            return list(records), latencies
+        finally:
+            await api.aclose()
+
+    return asyncio.run(main())
+
+
+def _llm_job(args: tuple[str, int, float]) -> list[float]:
+    """Read `streams` completions straight from an LLM server; returns when each one ended."""
+    base_url, streams, at = args
+    body = json.dumps({"model": "scripted", "stream": True, "messages": [{"role": "user", "content": TEXT}]}).encode()
+
+    async def one() -> float:
+        def on_body(data: bytes) -> bool:
+            return b"[DONE]" in data
+
+        await rawhttp.stream(f"{base_url}/chat/completions", on_body, method="POST", body=body,
+                             headers={"Content-Type": "application/json"})
+        return time.time()
+
+    async def main() -> list[float]:
+        await asyncio.sleep(max(0.0, at - time.time()))
+        return list(await asyncio.gather(*(one() for _ in range(streams))))
+
+    return asyncio.run(main())
+
+
+def run(ctx: Context) -> Result:
+    ctx.llm.script(MATCH, [{"text": "x" * EVENTS, "chunk_chars": 1, "delay_ms": DELAY_MS}])
+    sizes = [10, 50] if ctx.quick else [10, 50, 100, 200, 500]
+    with ctx.server(NAME) as srv:
+        return _sweep(ctx, srv, sizes)
+
+
+async def _conversations(url: str, headers: dict[str, str], n: int) -> list[str]:
+    api = Api(url, headers)
+    gate = asyncio.Semaphore(16)
+
+    async def one() -> str:
+        async with gate:
+            return await api.conversation()
+
+    try:
+        return list(await asyncio.gather(*(one() for _ in range(n))))
+    finally:
+        await api.aclose()
+
+
+def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
+    headers = srv.auth_headers()
+    scaling: list[dict[str, Any]] = []
+    samples: dict[str, list[float]] = {}
+    metrics: dict[str, float | int | None] = {}
+    for n in sizes:
+        cids = asyncio.run(_conversations(srv.url, headers, n))
+        shares = split(cids, ctx.pool.processes)
+        cpu0 = cpu_seconds(srv.pid)
+        at = start_time()
+        results = ctx.pool.run(_runs_job, [(srv.url, headers, share, at) for share in shares])
+        cpu = cpu_seconds(srv.pid) - cpu0
+        records = [r for recs, _ in results for r in recs]
+        latencies = [v for _, lat in results for v in lat]
+        wall = max(r.t_terminal for r in records) - at
+        ratio = wall / IDEAL_S
+        lat = summary(latencies)
+        row: dict[str, Any] = {
+            "runs": n,
+            "wall_s": round(wall, 3),
+            "wall_ratio": round(ratio, 3),
+            "event_latency_ms": lat,
+            "post_ms": summary([(r.t_started - r.t_post) * 1000 for r in records]),
+            "run_wall_s": summary([r.t_terminal - r.t_post for r in records]),
+            "events": sum(r.events for r in records),
+            "seq_errors": sum(r.errors for r in records),
+            "not_completed": sum(1 for r in records if r.terminal != "run.completed"),
+            "server_cpu_s": round(cpu, 2),
+            "server_cpu_share": round(cpu / wall, 2),
+        }
+        if not ctx.quick:  # calibration: the LLM servers read directly, no Onward
+            row["llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.pacer.base_url, n)
+            row["scripted_llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.llm.base_url, n)
+        scaling.append(row)
+        samples[f"event_latency_ms_n{n}"] = downsample(latencies)
+        metrics[f"concurrency_{n}x{EVENTS}_wall_ratio"] = round(ratio, 3)
+        calibration = (
+            f"; LLM read directly: pacer {row['llm_direct_wall_ratio']:.2f}, scripted {row['scripted_llm_direct_wall_ratio']:.2f}"
+            if "llm_direct_wall_ratio" in row else ""
+        )
+        ctx.progress(
+            f"N={n}: wall {wall:.2f} s (ratio {ratio:.2f}{calibration}), "
+            f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms, server CPU {cpu / wall:.0%}"
+        )
+    top = scaling[-1]
+    metrics["event_latency_ms_p50"] = top["event_latency_ms"]["p50"]
+    metrics["event_latency_ms_p99"] = top["event_latency_ms"]["p99"]
+    return Result(
+        metrics=metrics,
+        samples=samples,
+        details={
+            "events_per_run": EVENTS,
+            "delay_ms": DELAY_MS,
+            "ideal_s": IDEAL_S,
+            "event_latency_at_runs": top["runs"],
+            "client_processes": ctx.pool.processes,
+            "llm": "bench.pacer (lean paced OpenAI-compatible stream); see its docstring",
+            "llm_request": TEXT,
+            "scaling": scaling,
+        },
+    )
+
+
+def _llm_direct(ctx: Context, base_url: str, n: int) -> float:
+    """Wall ratio of `n` streams read straight from an LLM server, no Onward (calibration)."""
+    shares = split(range(n), ctx.pool.processes)
+    at = start_time()
+    ends = [t for part in ctx.pool.run(_llm_job, [(base_url, len(s), at) for s in shares]) for t in part]
+    return round((max(ends) - at) / IDEAL_S, 3)
