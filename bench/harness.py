@@ -1,9 +1,10 @@
-"""What every scenario stands on: the scripted LLM in a process of its own, fresh `onward serve`
-processes, the client process pool, progress lines, and reading a process's memory.
+"""What every scenario stands on: the LLM doubles in processes of their own, `onward serve`
+processes, the client process pool, progress lines, and reading a process's memory and CPU.
 
-The three parties never share a process: the server is `OnwardServer` (a real `onward serve`
-subprocess, embedded mode), the LLM is `python -m onward.testing.fake_llm`, and clients run in
-this process or in the spawned client pool (`bench.pool`).
+The parties never share a process: the server is `OnwardServer` (a real `onward serve` subprocess,
+embedded mode), the LLMs are `python -m onward.testing.fake_llm` (the default model) and
+`python -m bench.pacer` (model `paced`), and clients run in this process or in the spawned client
+pool (`bench.pool`).
 """
 
 from __future__ import annotations

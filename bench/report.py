@@ -162,7 +162,7 @@ def machine() -> dict[str, Any]:
                 ram_kb = int(line.split()[1])
     except OSError:
         pass
-    packages = {}
+    packages: dict[str, str | None] = {}
     for name in ("uvicorn", "fastapi", "starlette", "sqlalchemy", "aiosqlite", "h11", "httptools", "uvloop",
                  "httpx", "openai"):
         try:
@@ -367,7 +367,9 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     ]
     shown = [(label, v) for label, v in bars if v is not None]
     if shown:
-        ax.bar([b[0] for b in shown], [b[1] for b in shown], color=["tab:blue", "tab:orange", "tab:gray"][: len(shown)])
+        drawn = ax.bar([b[0] for b in shown], [b[1] for b in shown],
+                       color=["tab:blue", "tab:orange", "tab:gray"][: len(shown)])
+        ax.bar_label(drawn, labels=[f"{v:,.0f}" for _, v in shown], fontsize=8)
         ax.axhline(20_000, color="red", linestyle="--", linewidth=1, label="target 1 reader ≥ 20,000/s")
         ax.legend(fontsize=8)
     ax.set_title("Events per second")

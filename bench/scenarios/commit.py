@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from bench.client import Api
 from bench.harness import Context, Result, cpu_seconds
@@ -46,7 +47,7 @@ async def _measure(ctx: Context, srv: OnwardServer, deltas: int) -> Result:
                 break
             await asyncio.sleep(POLL_S)
         cpu = cpu_seconds(srv.pid) - cpu0
-        stored = []
+        stored: list[dict[str, Any]] = []
         while True:
             page = await api.events(rid, after=len(stored))
             if not page:

@@ -7,6 +7,7 @@ runs (after a grace period), flush, close.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -70,7 +71,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        settings.home.mkdir(parents=True, exist_ok=True)
+        settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+        settings.workspaces_dir.mkdir(exist_ok=True, mode=0o700)  # other host users: keep out
         store = SqlStore(settings.db_url)
         await store.init()
         bus = MemoryBus(settings.subscriber_queue_events)
@@ -80,7 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         accounts = AccountService(settings, account_store)
         sandbox = choose_sandbox(settings)
         accounts.on_user_count = sandbox.set_user_count
-        sandbox.set_user_count(await accounts.refresh_user_count())
+        await accounts.refresh_user_count()
         if sandbox.warning:
             log.warning(sandbox.warning)
         providers = ProviderPool(settings)
@@ -91,7 +93,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if recovered:
             log.warning("recovered %d runs left active by a previous process", len(recovered))
         await account_store.purge_expired()
-        await warm_up()
+        warming = asyncio.create_task(warm_up())  # in the background: nobody logs in before we listen
         first_start = await bootstrap_admin(accounts, settings)
         print(first_start or f"Log in at {base_url(settings)}/ (reset a password: onward user passwd NAME)", flush=True)
         app.state.services = Services(
@@ -102,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            warming.cancel()
             await runner.shutdown(settings.shutdown_grace_s)
             sandbox.close()
             await journal.close()

@@ -33,12 +33,13 @@ class RunLimits:
         self.settings = settings
         self.store = store
 
-    async def check(self, user: Caller) -> None:
-        """Raise TooManyRequests if `user` may not start a run now."""
+    async def check(self, user: Caller, replacing_in: str | None = None) -> None:
+        """Raise TooManyRequests if `user` may not start a run now. `replacing_in`: the conversation
+        whose active run the new one replaces (if_busy=interrupt), which does not count."""
         s = self.settings
         if user.is_admin and s.limits_exempt_admins:
             return
-        active = await self.store.count_active_runs(user.id)
+        active = await self.store.count_active_runs(user.id, except_conversation=replacing_in)
         if active >= s.user_max_active_runs:
             log.info("run refused: active-run limit", extra={"user": user.id, "active": active})
             raise TooManyRequests(

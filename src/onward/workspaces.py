@@ -107,7 +107,10 @@ class Workspaces:
                     "symlink": stat.S_ISLNK(st.st_mode),
                 })
         entries.sort(key=lambda e: (e["type"] != "dir", e["name"]))
-        return {"path": self._relative(root, real), "entries": entries, "truncated": truncated}
+        here = self._relative(root, real)
+        for e in entries:
+            e["path"] = f"{here}/{e['name']}" if here else e["name"]
+        return {"path": here, "entries": entries, "truncated": truncated}
 
     def open_file(self, user_id: str, rel: str) -> tuple[str, int, IO[bytes]]:
         """(name, size, open binary file) of a regular file in the workspace."""

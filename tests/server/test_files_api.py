@@ -50,7 +50,8 @@ def test_upload_list_download_delete(user: tuple[Api, Path]) -> None:
     listing = api.http.get("/api/files").json()
     assert listing["path"] == "" and not listing["truncated"]
     entry = next(e for e in listing["entries"] if e["name"] == "notes.txt")
-    assert entry["type"] == "file" and entry["size"] == 6 and entry["modified"]
+    assert entry["type"] == "file" and entry["size"] == 6 and entry["modified"] and entry["path"] == "notes.txt"
+    assert api.http.get("/api/files", params={"path": "src"}).json()["entries"][0]["path"] == "src/main.py"
     assert names(api)["src"] == "dir" and names(api, "src") == {"main.py": "file"}
     r = api.http.get("/api/files/download", params={"path": "src/main.py"})
     assert r.status_code == 200 and r.content == b"print(1)\n"

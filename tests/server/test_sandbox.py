@@ -112,11 +112,13 @@ def test_per_user_run_limits_answer_429_with_retry_after(llm: ScriptedLLM, tmp_p
         r = api.http.post(f"/api/conversations/{api.conversation()}/runs", json={"input": "one more"})
         assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
         assert "user_max_active_runs=1" in r.json()["error"]["message"] and int(r.headers["Retry-After"]) >= 1
-        api.cancel(held)
-        api.wait_terminal(held)
+        # replacing the active run of a conversation (if_busy=interrupt) is not one more
+        held_cid = api.run(held)["conversation_id"]
+        replacement = api.start(held_cid, "quick", if_busy="interrupt")["id"]
+        assert api.run(held)["status"] == "cancelled"
+        api.wait_terminal(replacement)
         cid = api.conversation()
-        for _ in range(2):
-            api.wait_terminal(api.start(cid, "quick")["id"])
+        api.wait_terminal(api.start(cid, "quick")["id"])
         r = api.http.post(f"/api/conversations/{cid}/runs", json={"input": "a fourth in the window"})
         assert r.status_code == 429 and "user_max_runs_per_window=3" in r.json()["error"]["message"]
         assert 500 < int(r.headers["Retry-After"]) <= 600

@@ -55,7 +55,7 @@ def test_no_model_configured_says_what_to_set() -> None:
 
 def test_broken_toml_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "onward.toml").write_text("port = = 1\n")
-    with pytest.raises(ConfigError, match="cannot read onward.toml"):
+    with pytest.raises(ConfigError, match=r"cannot read onward\.toml"):
         Settings()
 
 

@@ -20,9 +20,15 @@ export class ApiError extends Error {
 interface HttpHooks {
   csrfToken: () => string | null;
   onUnauthorized: () => void;
+  /** Fetch a fresh CSRF token (GET /api/auth/me); called once when the server refuses ours. */
+  refreshCsrf: () => Promise<void>;
 }
 
-const hooks: HttpHooks = { csrfToken: () => null, onUnauthorized: () => undefined };
+const hooks: HttpHooks = {
+  csrfToken: () => null,
+  onUnauthorized: () => undefined,
+  refreshCsrf: async () => undefined,
+};
 
 export function configureHttp(next: Partial<HttpHooks>): void {
   Object.assign(hooks, next);
@@ -61,6 +67,18 @@ export interface RequestOptions {
 }
 
 export async function request<T>(method: string, path: string, options: RequestOptions = {}): Promise<T> {
+  try {
+    return await attempt<T>(method, path, options);
+  } catch (exc) {
+    if (exc instanceof ApiError && exc.status === 403 && exc.code === "csrf_failed") {
+      await hooks.refreshCsrf();
+      return attempt<T>(method, path, options);
+    }
+    throw exc;
+  }
+}
+
+async function attempt<T>(method: string, path: string, options: RequestOptions): Promise<T> {
   const headers: Record<string, string> = { Accept: "application/json", ...authHeaders(method) };
   let body: BodyInit | undefined;
   if (options.form) {

@@ -105,14 +105,17 @@ export const useConversationsStore = defineStore("conversations", () => {
   }
 
   let timer: ReturnType<typeof setInterval> | null = null;
+  let listening = false;
   function startWatching(): void {
     if (timer !== null) return;
     void check();
     timer = setInterval(() => {
       if (document.visibilityState === "visible") void check();
     }, CHECK_INTERVAL_MS);
+    if (listening) return;
+    listening = true;
     document.addEventListener("visibilitychange", () => {
-      if (document.visibilityState === "visible") void check();
+      if (document.visibilityState === "visible" && timer !== null) void check();
     });
     onTabMessage((message) => {
       if (message.kind === "conversations-changed") void load();

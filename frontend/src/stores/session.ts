@@ -36,6 +36,7 @@ export const useSessionStore = defineStore("session", () => {
         csrfToken.value = null;
       }
     },
+    refreshCsrf: () => probe(),
   });
 
   async function probe(): Promise<void> {

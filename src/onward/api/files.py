@@ -24,7 +24,7 @@ _PATH = Query("", max_length=4096, description="Workspace-relative path ('' is t
 
 @router.get("")
 async def list_files(svc: Svc, user: User, path: str = _PATH) -> dict[str, Any]:
-    """The entries of a directory: `{path, entries: [{name, type, size, modified, symlink}], truncated}`."""
+    """The entries of a directory: `{path, entries: [{name, path, type, size, modified, symlink}], truncated}`."""
     return await asyncio.to_thread(svc.workspaces.list, user.id, path)
 
 

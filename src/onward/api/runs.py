@@ -27,7 +27,7 @@ class NewRun(BaseModel):
 @router.post("/conversations/{cid}/runs", status_code=202)
 async def start_run(cid: str, body: NewRun, svc: Svc, user: User) -> dict[str, Any]:
     """Store the message and start a run. The run goes on whatever happens to this connection."""
-    await svc.limits.check(user)
+    await svc.limits.check(user, replacing_in=cid if body.if_busy == "interrupt" else None)
     if svc.sandbox.bwrap is None:  # users added meanwhile by `onward user add` turn commands off
         await svc.accounts.refresh_user_count()
     run = await svc.runs.start(user.id, cid, body.input, body.model, body.if_busy)

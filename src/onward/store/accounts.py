@@ -216,8 +216,10 @@ class AccountStore:
         async with self.engine.connect() as conn:
             return [(_run(r), str(r._mapping["owner_name"])) for r in await conn.execute(q)]
 
-    async def count_active_runs(self, user_id: str) -> int:
+    async def count_active_runs(self, user_id: str, except_conversation: str | None = None) -> int:
         q = select(func.count()).select_from(runs).where(and_(runs.c.user_id == user_id, runs.c.status.in_(_ACTIVE)))
+        if except_conversation is not None:
+            q = q.where(runs.c.conversation_id != except_conversation)
         async with self.engine.connect() as conn:
             return int((await conn.execute(q)).scalar_one())
 
