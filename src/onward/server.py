@@ -38,6 +38,11 @@ class _Server(uvicorn.Server):
 
 
 def serve(settings: Settings) -> None:
+    """Run the server until SIGTERM/SIGINT. Raises OnwardError (a clean CLI message) for a
+    configuration that cannot work, before anything starts listening."""
+    from onward.tools.sandbox import choose_sandbox
+
+    choose_sandbox(settings).close()  # e.g. sandbox=bwrap without a working bubblewrap
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
     config = uvicorn.Config(

@@ -67,3 +67,13 @@ def test_errors_are_one_line_without_a_traceback(server: OnwardServer) -> None:
     env_server = OnwardServer(server.home / "nowhere")
     unreachable = onward(env_server, "runs")
     assert unreachable.returncode == 2 and "onward serve" in unreachable.stderr
+
+
+def test_serve_refuses_an_impossible_sandbox_setting_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ONWARD_")}
+    env.update({"ONWARD_HOME": str(tmp_path), "ONWARD_SANDBOX": "bwrap", "ONWARD_BWRAP_PATH": "/nonexistent"})
+    result = subprocess.run(
+        [sys.executable, "-m", "onward", "serve", "--port", "1"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "bubblewrap" in result.stderr and "Traceback" not in result.stderr
