@@ -21,7 +21,7 @@ from onward import __version__
 from onward.accounts.bootstrap import base_url, bootstrap_admin
 from onward.accounts.passwords import warm_up
 from onward.accounts.service import AccountService
-from onward.api import admin, auth, conversations, files, meta, runs, tokens
+from onward.api import admin, auth, conversations, files, meta, runs, tokens, ws
 from onward.api.deps import Services
 from onward.api.errors import BodyLimit, install_error_handlers
 from onward.bus.memory import MemoryBus
@@ -124,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(conversations.router)
     app.include_router(runs.router)
+    app.include_router(ws.router)
     app.include_router(files.router)
     app.include_router(admin.router)
     # multipart framing adds a little to the file itself

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from fastapi import Depends, Request
+from fastapi import Depends
+from starlette.requests import HTTPConnection
 
 from onward.accounts.service import AccountService
 from onward.accounts.tokens import same
@@ -54,8 +55,8 @@ class CurrentUser:
     session_hash: str | None = None  # sessions only
 
 
-def services(request: Request) -> Services:
-    svc: Services = request.app.state.services
+def services(conn: HTTPConnection) -> Services:
+    svc: Services = conn.app.state.services
     return svc
 
 
@@ -65,8 +66,11 @@ def _unauthorized(message: str) -> Unauthorized:
     return exc
 
 
-async def current_user(request: Request, svc: Annotated[Services, Depends(services)]) -> CurrentUser:
-    """The caller, from `Authorization: Bearer …` or the session cookie; 401 otherwise."""
+async def current_user(request: HTTPConnection, svc: Annotated[Services, Depends(services)]) -> CurrentUser:
+    """The caller, from `Authorization: Bearer …` or the session cookie; 401 otherwise.
+
+    Works for HTTP requests and WebSocket handshakes alike (a handshake changes nothing, so it
+    needs no CSRF token; the WebSocket route checks its Origin instead)."""
     header = request.headers.get("authorization")
     if header:
         scheme, _, token = header.partition(" ")
@@ -82,7 +86,7 @@ async def current_user(request: Request, svc: Annotated[Services, Depends(servic
     record = await svc.accounts.by_session(session_id)
     if record is None:
         raise _unauthorized("your session has ended; log in again")
-    if request.method not in _SAFE_METHODS:
+    if request.scope.get("method", "GET") not in _SAFE_METHODS:
         sent = request.headers.get(CSRF_HEADER, "")
         if not sent or not same(sent, record.csrf_token):
             raise CsrfFailed()
