@@ -73,7 +73,7 @@ class Llm(LlmProcess):
 
 
 class Pacer(LlmProcess):
-    """The lean paced LLM (`python -m bench.pacer`) for the concurrency scenario."""
+    """The lean paced LLM (`python -m bench.pacer`), model `paced`: concurrency and resume."""
 
     def __init__(self, log_path: Path) -> None:
         super().__init__("bench.pacer", log_path)
@@ -231,6 +231,18 @@ def wait_dead(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.001)
     return True
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time `pid`'s threads spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat):
+    on a shared machine, how much other processes held the server back."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
 
 
 def cpu_seconds(pid: int) -> float:

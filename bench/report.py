@@ -323,16 +323,18 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     ax = axes[0][0]
     cdf(ax, "first_event_ms", "create run → first SSE event")
     _decorate(ax, "First event latency (CDF)", "ms", target=20, target_label="target p50 < 20 ms")
+    _log_x(ax)
 
     ax = axes[0][1]
     cdf(ax, "stop_ms", "cancel POST → run.cancelled")
     _decorate(ax, "Stop latency (CDF)", "ms", target=100, target_label="target p99 < 100 ms")
+    _log_x(ax)
 
     ax = axes[0][2]
     for key in sorted((k for k in samples if k.startswith("event_latency_ms_n")), key=lambda k: int(k[18:])):
         cdf(ax, key, f"N = {key[18:]} runs")
     _decorate(ax, "Event latency, receive - ts (CDF)", "ms", target=50, target_label="target p99 ≤ 50 ms")
-    ax.set_xscale("log")
+    _log_x(ax)
 
     ax = axes[1][0]
     scaling = doc.get("scenarios", {}).get("concurrency", {}).get("details", {}).get("scaling", [])
@@ -341,9 +343,13 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
         ax.plot(ns, [row["wall_ratio"] for row in scaling], "o-", label="Onward: wall ÷ 2.0 s")
         llm = [row.get("llm_direct_wall_ratio") for row in scaling]
         if all(v is not None for v in llm):
-            ax.plot(ns, llm, "s--", label="scripted LLM read directly (calibration)")
+            ax.plot(ns, llm, "s--", label="pacer LLM read directly (calibration)")
+        scripted = [(row["runs"], row["scripted_llm_direct_wall_ratio"]) for row in scaling
+                    if row.get("scripted_llm_direct_wall_ratio") is not None]
+        if scripted:
+            ax.plot([n for n, _ in scripted], [v for _, v in scripted], "kD", label="scripted LLM read directly")
         ax.plot([50, 500], [1.3, 1.5], "rx", markersize=10, label="targets (50: 1.3, 500: 1.5)")
-        ax.set_xscale("log")
+        _log_x(ax)
         ax2 = ax.twinx()
         ax2.plot(ns, [row["event_latency_ms"]["p99"] for row in scaling], "^:", color="tab:green",
                  label="event latency p99 (ms)")
@@ -357,6 +363,7 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     ax = axes[1][1]
     cdf(ax, "resume_catchup_ms", "reconnect → first new event")
     _decorate(ax, "Resume catch-up (CDF)", "ms")
+    _log_x(ax)
 
     ax = axes[1][2]
     m = doc["metrics"]
@@ -371,7 +378,7 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
                        color=["tab:blue", "tab:orange", "tab:gray"][: len(shown)])
         ax.bar_label(drawn, labels=[f"{v:,.0f}" for _, v in shown], fontsize=8)
         ax.axhline(20_000, color="red", linestyle="--", linewidth=1, label="target 1 reader ≥ 20,000/s")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
     ax.set_title("Events per second")
     ax.grid(True, axis="y", alpha=0.3)
 
@@ -379,6 +386,14 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
+
+
+def _log_x(ax: Any) -> None:
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def describe_short(doc: dict[str, Any]) -> str:

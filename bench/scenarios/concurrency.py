@@ -11,8 +11,8 @@ terminal event received; the key is wall ÷ 2.0 s. Event latency is receive time
 batching, publish and delivery. One server serves the whole sweep.
 
 Calibration: the same N streams read straight from the LLM (no Onward in between) show what the
-LLM and the client processes alone cost on this machine: `llm_direct_wall_ratio` for the pacer,
-`scripted_llm_direct_wall_ratio` for the scripted LLM (full mode).
+LLM and the client processes alone cost on this machine: `llm_direct_wall_ratio` for the pacer
+(every N), `scripted_llm_direct_wall_ratio` for the scripted LLM (the largest N); full mode only.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from bench import rawhttp
 from bench.client import Api, Frame, event_ts
-from bench.harness import PACED_MODEL, Context, Result, cpu_seconds
+from bench.harness import PACED_MODEL, Context, Result, cpu_seconds, runqueue_wait_seconds
 from bench.pool import split, start_time
 from bench.stats import downsample, summary
 from onward.testing.server import OnwardServer
@@ -140,10 +140,11 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
     for n in sizes:
         cids = asyncio.run(_conversations(srv.url, headers, n))
         shares = split(cids, ctx.pool.processes)
-        cpu0 = cpu_seconds(srv.pid)
+        cpu0, wait0 = cpu_seconds(srv.pid), runqueue_wait_seconds(srv.pid)
         at = start_time()
         results = ctx.pool.run(_runs_job, [(srv.url, headers, share, at) for share in shares])
         cpu = cpu_seconds(srv.pid) - cpu0
+        waited = runqueue_wait_seconds(srv.pid) - wait0
         records = [r for recs, _ in results for r in recs]
         latencies = [v for _, lat in results for v in lat]
         wall = max(r.t_terminal for r in records) - at
@@ -161,20 +162,24 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
             "not_completed": sum(1 for r in records if r.terminal != "run.completed"),
             "server_cpu_s": round(cpu, 2),
             "server_cpu_share": round(cpu / wall, 2),
+            "server_runqueue_wait_share": round(waited / wall, 2),
         }
         if not ctx.quick:  # calibration: the LLM servers read directly, no Onward
             row["llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.pacer.base_url, n)
-            row["scripted_llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.llm.base_url, n)
+            if n == sizes[-1]:  # why the pacer: the scripted LLM at the largest N
+                row["scripted_llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.llm.base_url, n)
         scaling.append(row)
         samples[f"event_latency_ms_n{n}"] = downsample(latencies)
         metrics[f"concurrency_{n}x{EVENTS}_wall_ratio"] = round(ratio, 3)
-        calibration = (
-            f"; LLM read directly: pacer {row['llm_direct_wall_ratio']:.2f}, scripted {row['scripted_llm_direct_wall_ratio']:.2f}"
-            if "llm_direct_wall_ratio" in row else ""
+        calibration = "".join(
+            f"; {label} read directly {row[key]:.2f}"
+            for key, label in (("llm_direct_wall_ratio", "pacer"), ("scripted_llm_direct_wall_ratio", "scripted LLM"))
+            if key in row
         )
         ctx.progress(
             f"N={n}: wall {wall:.2f} s (ratio {ratio:.2f}{calibration}), "
-            f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms, server CPU {cpu / wall:.0%}"
+            f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms, server CPU {cpu / wall:.0%} "
+            f"(+{waited / wall:.0%} waiting for a CPU)"
         )
     top = scaling[-1]
     metrics["event_latency_ms_p50"] = top["event_latency_ms"]["p50"]

@@ -33,7 +33,8 @@ NAME = "memory"
 TITLE = "RSS per active run and per idle conversation"
 ACTIVE = "BENCH-RSS-ACTIVE"
 SHORT = "BENCH-RSS-SHORT"
-WARMUP = 20
+WARMUP = 20  # short runs before a baseline (10 in quick mode)
+SETTLE_S = 1.0  # pause before sampling RSS (0.3 s in quick mode)
 ACTIVE_TURN = {"text": "x" * 600, "chunk_chars": 1, "delay_ms": 500}
 RUN_EVERY = 5  # one idle conversation in RUN_EVERY gets a completed run
 
@@ -43,7 +44,7 @@ def run(ctx: Context) -> Result:
     ctx.llm.script(SHORT, [{"text": "ok"}])
     active_runs = ctx.size(1000, 100)
     conversations = ctx.size(10_000, 300)
-    details: dict[str, Any] = {"settings": {"active_turn": {**ACTIVE_TURN, "text": "x * 600"}, "warmup_runs": WARMUP}}
+    details: dict[str, Any] = {"settings": {"active_turn": {**ACTIVE_TURN, "text": "x * 600"}, "warmup_runs": ctx.size(WARMUP, WARMUP // 2)}}
     with ThreadPoolExecutor(1) as background:
         # The idle part's server starts while the active part runs: CPU load does not move RSS.
         idle_server = background.submit(ctx.start_server, f"{NAME}-idle")
@@ -83,17 +84,21 @@ async def _short_runs(api: Api, n: int, run_every: int = 1, parallel: int = 16) 
     await asyncio.gather(*(one(i) for i in range(n)))
 
 
-def _warm(url: str, headers: dict[str, str]) -> None:
+def _warm(ctx: Context, url: str, headers: dict[str, str]) -> None:
     async def main() -> None:
         api = Api(url, headers)
         try:
-            await _short_runs(api, WARMUP)
+            await _short_runs(api, ctx.size(WARMUP, WARMUP // 2))
             await api.conversations()
         finally:
             await api.aclose()
 
     asyncio.run(main())
-    time.sleep(1.0)
+    _settle(ctx)
+
+
+def _settle(ctx: Context) -> None:
+    time.sleep(0.3 if ctx.quick else SETTLE_S)
 
 
 # active runs ---------------------------------------------------------------------------------
@@ -141,7 +146,7 @@ def _active_job(args: tuple[str, dict[str, str], list[str], Queue[Any]]) -> tupl
 
 def _active(ctx: Context, srv: OnwardServer, n: int, details: dict[str, Any]) -> float:
     headers = srv.auth_headers()
-    _warm(srv.url, headers)
+    _warm(ctx, srv.url, headers)
     base = sample_rss(srv.pid)
     ctx.progress(f"baseline RSS {base / 1024:.1f} MiB; starting {n} slowly streaming runs")
 
@@ -160,7 +165,7 @@ def _active(ctx: Context, srv: OnwardServer, n: int, details: dict[str, Any]) ->
     for _ in shares:
         ready.get(timeout=300)
     ramp = time.monotonic() - t0
-    time.sleep(1.0)
+    _settle(ctx)
     active = sample_rss(srv.pid)
     per_run = round((active - base) / n, 1)
     ctx.progress(f"{n} runs streaming (ramp {ramp:.1f} s): RSS {active / 1024:.1f} MiB → {per_run} KB per run")
@@ -184,7 +189,7 @@ def _active(ctx: Context, srv: OnwardServer, n: int, details: dict[str, Any]) ->
     cancel_s, cancelled = asyncio.run(cancel_all())
     ended = sum(done for _, done in (f.result(timeout=300) for f in futures))
     stopped_s = time.monotonic() - t0 - ramp
-    time.sleep(1.0)
+    _settle(ctx)
     after = sample_rss(srv.pid)
     ctx.progress(f"cancelled {cancelled} runs in {cancel_s:.1f} s; RSS after they ended {after / 1024:.1f} MiB")
     details["active"] = {
@@ -223,7 +228,7 @@ def _idle(ctx: Context, srv: OnwardServer, m: int, details: dict[str, Any]) -> f
     home = srv.home
     try:
         headers = srv.auth_headers()
-        _warm(srv.url, headers)
+        _warm(ctx, srv.url, headers)
         base = sample_rss(srv.pid)
         ctx.progress(f"baseline RSS {base / 1024:.1f} MiB; creating {m} conversations, one in {RUN_EVERY} with a run")
         t0 = time.monotonic()
@@ -240,7 +245,7 @@ def _idle(ctx: Context, srv: OnwardServer, m: int, details: dict[str, Any]) -> f
                 await api.aclose()
 
         listed = asyncio.run(listing())
-        time.sleep(1.0)
+        _settle(ctx)
         live = sample_rss(srv.pid)
     finally:
         ctx.stop_server(srv)
@@ -249,13 +254,14 @@ def _idle(ctx: Context, srv: OnwardServer, m: int, details: dict[str, Any]) -> f
     restarted: int | None = None
     if not ctx.quick:
         with ctx.server(f"{NAME}-idle", home=home) as srv:
-            _warm(srv.url, srv.auth_headers())
+            _warm(ctx, srv.url, srv.auth_headers())
             restarted = sample_rss(srv.pid)
     per_live = round((live - base) / m, 3)
     per_restart = None if restarted is None else round((restarted - base) / m, 3)
     ctx.progress(
-        f"{m} conversations in {created_s:.1f} s: {per_live} KB each in the live process, "
-        f"{per_restart} KB after a restart (full mode); {db_bytes / m / 1024:.1f} KB each on disk"
+        f"{m} conversations in {created_s:.1f} s: {per_live} KB each in the live process; "
+        f"{'' if per_restart is None else f'{per_restart} KB after a restart, '}"
+        f"{db_bytes / m / 1024:.1f} KB each on disk"
     )
     details["idle"] = {
         "conversations": m,

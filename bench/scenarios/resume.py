@@ -1,6 +1,7 @@
 """Scenario 5 — exact resume: readers that drop and reconnect every ~50 ms during a fast run.
 
-The LLM streams `{"deltas": N}` as fast as it can. 100 readers (spread over the client
+The run streams 5,000 deltas 1 ms apart (the pacer, model `paced`): a fast run of fixed length,
+so the scenario lasts about 5 s however fast the server ingests. 100 readers (spread over the client
 processes) each loop: open the SSE stream after the last seq they hold — half by the
 `Last-Event-ID` header, half by `?after=` — read for a random 25-75 ms (at least until one new
 event came), then drop the connection, until the terminal event. Every frame is checked against
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from bench.client import Api, Frame
-from bench.harness import Context, Result
+from bench.harness import PACED_MODEL, Context, Result
 from bench.pool import split, start_time
 from bench.stats import downsample, summary
 from onward.testing.server import OnwardServer
@@ -26,6 +27,7 @@ NAME = "resume"
 TITLE = "100 readers reconnecting every ~50 ms during a fast run"
 MATCH = "BENCH-RESUME"
 HOLD_S = (0.025, 0.075)
+DELAY_MS = 1
 
 
 @dataclass
@@ -87,9 +89,8 @@ def _readers_job(args: tuple[str, dict[str, str], str, list[int], float]) -> lis
 
 
 def run(ctx: Context) -> Result:
-    deltas = ctx.size(30_000, 3_000)
+    deltas = ctx.size(5_000, 1_500)
     readers = ctx.size(100, 20)
-    ctx.llm.script(MATCH, [{"deltas": deltas}])
     with ctx.server(NAME) as srv:
         return _measure(ctx, srv, deltas, readers)
 
@@ -101,7 +102,7 @@ def _measure(ctx: Context, srv: OnwardServer, deltas: int, readers: int) -> Resu
         api = Api(srv.url, headers)
         try:
             cid = await api.conversation()
-            return str((await api.start_run(cid, MATCH))["id"])
+            return str((await api.start_run(cid, f"{MATCH} {deltas}x{DELAY_MS}ms", model=PACED_MODEL))["id"])
         finally:
             await api.aclose()
 
@@ -143,6 +144,7 @@ def _measure(ctx: Context, srv: OnwardServer, deltas: int, readers: int) -> Resu
         samples={"resume_catchup_ms": downsample(catchup)},
         details={
             "deltas": deltas,
+            "delta_interval_ms": DELAY_MS,
             "readers": readers,
             "client_processes": len(shares),
             "hold_s": list(HOLD_S),

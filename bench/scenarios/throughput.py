@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from bench import rawhttp
 from bench.client import Api, Frame, SseParser, event_ts
-from bench.harness import Context, Result, cpu_seconds
+from bench.harness import Context, Result, cpu_seconds, runqueue_wait_seconds
 from bench.pool import split, start_time
 from onward.testing.server import OnwardServer
 
@@ -104,15 +104,17 @@ def run(ctx: Context) -> Result:
 
 def _measure(ctx: Context, srv: OnwardServer, deltas: int) -> Result:
     headers = srv.auth_headers()
+    waits: list[float] = []
 
     async def one_reader() -> tuple[ReaderStats, float, ReaderStats, str, str]:
         api = Api(srv.url, headers)
         try:
             cids = [await api.conversation() for _ in range(2)]
-            cpu0 = cpu_seconds(srv.pid)
+            cpu0, wait0 = cpu_seconds(srv.pid), runqueue_wait_seconds(srv.pid)
             rid = (await api.start_run(cids[0], MATCH))["id"]
             st = await read_run(api, rid)
             cpu = cpu_seconds(srv.pid) - cpu0
+            waits.append(runqueue_wait_seconds(srv.pid) - wait0)
             ctx.progress(f"1 reader: {st.events} events at {st.rate:,.0f}/s")
             replay = await read_run(api, rid)  # the finished run again, all from the store
             ctx.progress(f"replay of the finished run: {replay.receive_rate:,.0f}/s")
@@ -158,6 +160,7 @@ def _measure(ctx: Context, srv: OnwardServer, deltas: int) -> Result:
                 "reader_lag_at_end_ms": round((single.t_last - single.ts_last) * 1000, 1),
                 "server_cpu_s": round(cpu, 2),
                 "server_cpu_us_per_event": round(cpu / single.events * 1e6, 1) if single.events else None,
+                "server_runqueue_wait_s": round(waits[0], 2),
                 "seq_errors": single.errors,
             },
             "ten_clients": {

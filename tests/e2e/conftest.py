@@ -1,6 +1,7 @@
 """The web UI in Debian's Chromium (Playwright, sync API) against a real `onward serve` and the
-scripted LLM. One server and one LLM per module; a fresh browser context per test; tests keep apart
-by a unique marker in their message that selects their script.
+scripted LLM. One server and one LLM for the suite (test_screens has its own server); a fresh
+browser context per test, signed in through the login screen once per module; tests keep apart by
+their own conversations and a unique marker in their message that selects their script.
 
 Pages fail the test on any uncaught script error. Screenshots go to tests/e2e/artifacts/."""
 
@@ -57,14 +58,15 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def llm() -> Iterator[ScriptedLLM]:
     with ScriptedLLM() as server:
         yield server
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def server(llm: ScriptedLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OnwardServer]:
+    """One server for the suite (a module may override it with its own)."""
     srv = OnwardServer(tmp_path_factory.mktemp("home"), llm.base_url, **SERVER_SETTINGS)
     with srv:
         yield srv

@@ -142,7 +142,11 @@ export const useRunsStore = defineStore("runs", () => {
         if (events.some((e) => TERMINAL_EVENTS.has(e.type))) ended(cid, runId);
       },
       onState: (state, info) => {
-        if (streams.get(runId) === stream) setStreamState(runId, state, info);
+        if (streams.get(runId) !== stream) return;
+        setStreamState(runId, state, info);
+        const turn = findTurn(transcript, runId);
+        // the stream ended but the view did not see the end (it refused a gap): load it again
+        if (state === "ended" && turn && isActive(turn) && cid) void open(cid);
       },
       onFatal: () => {
         if (streams.get(runId) === stream && cid) void open(cid);
@@ -156,7 +160,11 @@ export const useRunsStore = defineStore("runs", () => {
     streams.get(runId)?.close();
     streams.delete(runId);
     const turn = findTurn(transcript, runId);
-    announcement.value = turn?.status === "completed" ? "chat.answerDone" : "chat.runStopped";
+    const said = turn?.status === "completed" ? "chat.answerDone" : "chat.runStopped";
+    announcement.value = ""; // a live region repeats a sentence only if it changes
+    setTimeout(() => {
+      announcement.value = said;
+    }, 50);
     if (cid) {
       conversations.markEnded(cid, runId);
       postToTabs({ kind: "run-ended", conversationId: cid, runId });
