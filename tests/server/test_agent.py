@@ -57,6 +57,7 @@ def test_parallel_tool_calls_with_a_server_that_repeats_ids(api: Api, llm: Scrip
     assert {d["name"] for d in deltas} == {"write_file", "run_command"}
     results = [e["data"] for e in events if e["type"] == "tool.completed"]
     assert [r["status"] for r in results] == ["ok", "ok", "ok"]
+    assert [m["meta"]["status"] for m in api.messages(cid) if m["role"] == "tool"] == ["ok", "ok", "ok"]
     assert "alpha" in results[2]["content"] and "beta" in results[2]["content"]
     messages = api.messages(cid)
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "tool", "assistant", "tool", "assistant"]
@@ -120,8 +121,16 @@ def test_runs_listing_and_active_filter(api: Api, llm: ScriptedLLM) -> None:
     assert rid in [r["id"] for r in active]
     conv = api.http.get(f"/api/conversations/{cid}").json()
     assert conv["active_run"]["id"] == rid and conv["active_run"]["status"] == "running"
+    listed = {c["id"]: c for c in api.http.get("/api/conversations").json()["conversations"]}
+    assert listed[cid]["active_run_id"] == rid
+    mine = api.http.get("/api/runs", params={"conversation_id": cid}).json()["runs"]
+    assert [r["id"] for r in mine] == [rid]
     api.cancel(rid)
     api.wait_terminal(rid)
+    listed = {c["id"]: c for c in api.http.get("/api/conversations").json()["conversations"]}
+    assert listed[cid]["active_run_id"] is None
+    tool_message = next(m for m in api.messages(cid) if m["role"] == "tool")
+    assert tool_message["meta"]["status"] == "cancelled"
     active = api.http.get("/api/runs", params={"active": "true"}).json()["runs"]
     assert rid not in [r["id"] for r in active]
     assert api.http.get(f"/api/conversations/{cid}").json()["active_run"] is None

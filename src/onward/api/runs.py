@@ -35,8 +35,15 @@ async def start_run(cid: str, body: NewRun, svc: Svc, user: User) -> dict[str, A
 
 
 @router.get("/runs")
-async def list_runs(svc: Svc, user: User, active: bool | None = None, limit: int = Query(100, ge=1, le=1000)) -> dict[str, Any]:
-    runs = await svc.store.list_runs(user.id, active=active, limit=limit)
+async def list_runs(
+    svc: Svc,
+    user: User,
+    active: bool | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    conversation_id: str | None = Query(None, description="Only the runs of this conversation."),
+) -> dict[str, Any]:
+    """The caller's runs, newest first; `active=true` for those still going."""
+    runs = await svc.store.list_runs(user.id, active=active, limit=limit, conversation_id=conversation_id)
     return {"runs": [r.to_json() for r in runs]}
 
 

@@ -67,7 +67,7 @@ def closing_steps(
     status, content = open_call_text(terminal)
     for call in list(state.open_calls.values()):
         items.append(ToolCompleted(call_id=call.id, status=status, content=content))
-        msg = Message(role="tool", content=content, tool_call_id=call.id, run_id=state.run.id)
+        msg = Message(role="tool", content=content, tool_call_id=call.id, run_id=state.run.id, meta={"status": status})
         messages.append(StoredMessage(conv, state.take_position(), msg))
     state.open_calls.clear()
     items.append(terminal)

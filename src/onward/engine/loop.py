@@ -184,7 +184,9 @@ class Engine:
         )
         result = await self.tools.invoke(call.name, call.arguments, ctx)
         content = truncate_middle(result.content, self.settings.tool_output_limit)
-        message = Message(role="tool", content=content, tool_call_id=call.id, run_id=run.id)
+        message = Message(
+            role="tool", content=content, tool_call_id=call.id, run_id=run.id, meta={"status": result.status}
+        )
         done = journal.enqueue(
             run.id,
             ToolCompleted(call_id=call.id, status=result.status, content=content),

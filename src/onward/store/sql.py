@@ -158,14 +158,17 @@ class SqlStore:
         return await self.get_conversation(user_id, cid)
 
     async def list_conversations(self, user_id: str, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest first, each with `active_run_id` (at most one: the partial unique index)."""
+        active = and_(runs.c.conversation_id == conversations.c.id, runs.c.status.in_(_ACTIVE))
         q = (
-            select(conversations)
+            select(conversations, runs.c.id.label("active_run_id"))
+            .select_from(conversations.outerjoin(runs, active))
             .where(conversations.c.user_id == user_id)
             .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
             .limit(limit)
         )
         async with self.engine.connect() as conn:
-            return [_conversation(r) for r in await conn.execute(q)]
+            return [{**_conversation(r), "active_run_id": r._mapping["active_run_id"]} for r in await conn.execute(q)]
 
     async def get_conversation(self, user_id: str, conversation_id: str) -> dict[str, Any]:
         q = select(conversations).where(
@@ -265,8 +268,12 @@ class SqlStore:
             raise NotFound(f"no run {run_id!r}")
         return _run(row)
 
-    async def list_runs(self, user_id: str, active: bool | None = None, limit: int = 100) -> list[Run]:
+    async def list_runs(
+        self, user_id: str, active: bool | None = None, limit: int = 100, conversation_id: str | None = None
+    ) -> list[Run]:
         q = select(runs).where(runs.c.user_id == user_id)
+        if conversation_id is not None:
+            q = q.where(runs.c.conversation_id == conversation_id)
         if active is True:
             q = q.where(runs.c.status.in_(_ACTIVE))
         elif active is False:
