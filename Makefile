@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-unit test-server test-e2e lint typecheck system-deps bench web clean
+.PHONY: serve test test-unit test-server test-e2e lint typecheck system-deps bench web clean openapi
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +42,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+
+# The OpenAPI schema committed at docs/openapi.json (tests/unit/test_docs.py keeps it current).
+openapi: $(STAMP)
+	$(BIN)/python scripts/openapi.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -42,3 +42,14 @@ def test_every_cli_command_is_documented() -> None:
     commands = get_command(app).commands  # type: ignore[attr-defined]
     missing = [name for name in commands if f"onward {name}" not in text]
     assert not missing, f"undocumented commands: {missing}"
+
+
+def test_the_committed_openapi_schema_is_current() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("openapi_script", ROOT / "scripts" / "openapi.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    committed = (DOCS / "openapi.json").read_text()
+    assert module.schema() == committed, "docs/openapi.json is stale: run `make openapi`"
