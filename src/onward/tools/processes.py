@@ -37,6 +37,11 @@ class NoSandbox:
         return ["/bin/sh", "-c", shell_command], cwd
 
 
+# How long close() waits for the pipes to reach end-of-file after the kill. Only a process that
+# escaped the group (setsid, without the sandbox) can hold them longer.
+PIPES_CLOSE_TIMEOUT_S = 1.0
+
+
 def command_env(run_id: str, workspace: Path) -> dict[str, str]:
     """The whole environment of a command: nothing of the server's leaks in but PATH and LANG."""
     return {
@@ -123,6 +128,13 @@ class CommandProcess:
                     logger.warning(
                         "process %d not reaped %.1f s after SIGKILL", self.pid, reap_timeout_s
                     )
+            # The rest of the group (and, under bubblewrap, the sandbox's pid namespace) dies
+            # asynchronously. A process closes its pipes as it exits, so end-of-file on both
+            # means every process still holding them is dead: only then may Stop report success.
+            if not self._protocol.pipes_closed.is_set():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(PIPES_CLOSE_TIMEOUT_S, reap_timeout_s)):
+                        await asyncio.shield(self._protocol.pipes_closed.wait())
         finally:
             self._transport.close()
 
