@@ -189,13 +189,32 @@ def rss_kb(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def process_alive(pid: int) -> bool:
-    """True while `pid` exists and is not a zombie."""
+_PF_EXITING = 0x4  # task flag: in the kernel's exit path
+_SIGKILL_BIT = 1 << (9 - 1)
+
+
+def process_state(pid: int) -> str:
+    """"gone", "zombie", "dying" (SIGKILL pending or already exiting: it can run no more code, the
+    kernel is tearing it down) or "alive"."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+        return "gone"
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):
+        return "zombie"
+    if int(fields[6]) & _PF_EXITING:
+        return "dying"
+    for line in status.splitlines():
+        if line.startswith(("SigPnd:", "ShdPnd:")) and int(line.split()[1], 16) & _SIGKILL_BIT:
+            return "dying"
+    return "alive"
+
+
+def process_alive(pid: int) -> bool:
+    """True while `pid` exists and can still run: not gone, a zombie or dying of SIGKILL."""
+    return process_state(pid) == "alive"
 
 
 def run_processes(run_id: str) -> list[int]:

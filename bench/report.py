@@ -389,10 +389,14 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
 
 
 def _log_x(ax: Any) -> None:
-    from matplotlib.ticker import NullFormatter, ScalarFormatter
+    """Log x axis labelled at 1, 2 and 5 times 10^k, so that a range within one decade still has labels."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
-    ax.xaxis.set_major_formatter(ScalarFormatter())
+    lo, hi = ax.get_xlim()
+    wide = lo > 0 and hi / lo > 300  # beyond ~2.5 decades, 1-2-5 labels would collide
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0,) if wide else (1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _pos: f"{value:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 

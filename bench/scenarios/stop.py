@@ -6,8 +6,9 @@ itself. For each of N runs, one after another: follow the run's SSE stream until
 host by the ONWARD_RUN_ID marker in their environment (under bubblewrap `$$` is a pid of the
 sandbox's own pid namespace; the sleep is the marked process whose innermost pid is the printed
 one); start the clock, POST /api/runs/{id}/cancel, and stop the clock when `run.cancelled`
-arrives on the same stream. Then every marked process is checked at once: all must be gone (a
-zombie counts as dead). Any process still alive is counted, and waited for, so none pile up.
+arrives on the same stream. Then every marked process is checked at once: it must be gone, a
+zombie, or dying (SIGKILL pending or already in the kernel's exit path: it can run no more code;
+these are counted apart). Any process still alive is counted, and waited for, so none pile up.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.client import Api, Frame, event_json
-from bench.harness import Context, Result, namespace_pid, process_alive, run_processes, wait_dead
+from bench.harness import Context, Result, namespace_pid, process_state, run_processes, wait_dead
 from bench.stats import downsample, summary
 from onward.testing.server import OnwardServer
 
@@ -104,15 +105,18 @@ async def _measure(ctx: Context, srv: OnwardServer, n: int) -> Result:
     alive = 0
     wrong_terminal = 0
     survivors: Counter[str] = Counter()
+    dying = 0  # stops where a process was killed but not yet torn down by the kernel
     try:
         sandbox = (await api.me()).get("sandbox")
         cids = [await api.conversation() for _ in range(n + WARMUP)]
         for i, cid in enumerate(cids):
             one = await _stop_one(api, cid, f"{MATCH} {i}")
-            living = [p for p in one.processes if process_alive(p)]
+            states = {p: process_state(p) for p in one.processes}
+            living = [p for p, state in states.items() if state == "alive"]
             still_alive = bool(living)
             for pid in living:
                 survivors[_comm(pid) + (" (the sleep)" if pid == one.pid else "")] += 1
+            dying += any(state == "dying" for state in states.values())
             for pid in living:
                 wait_dead(pid, timeout=10)  # nothing else runs meanwhile: blocking is fine
             if i < WARMUP:
@@ -145,6 +149,7 @@ async def _measure(ctx: Context, srv: OnwardServer, n: int) -> Result:
             "cancel_post_ms": summary(post_ms),
             "alive_at_terminal": alive,
             "survivors_by_name": dict(survivors),
+            "killed_not_yet_reaped": dying,
             "dead_after_ms": summary(dead_after_ms),
             "wrong_terminal": wrong_terminal,
         },
