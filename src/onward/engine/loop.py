@@ -40,6 +40,8 @@ from onward.tools.registry import ToolRegistry
 
 log = logging.getLogger(__name__)
 
+YIELD_EVERY = 64  # chunks handled before the loop lets other tasks run
+
 ProviderFactory = Callable[[str | None], tuple[Provider, str]]
 
 
@@ -113,7 +115,14 @@ class Engine:
         calls: dict[int, _Call] = {}
         chunks = provider.stream(wire, schemas, model=model)
         try:
+            since_yield = 0
             async for chunk in chunks:
+                since_yield += 1
+                if since_yield >= YIELD_EVERY:
+                    # A fast model's chunks are often already buffered, so this loop could run
+                    # without ever suspending and starve every other request; let them in.
+                    since_yield = 0
+                    await asyncio.sleep(0)
                 if isinstance(chunk, TextChunk):
                     if chunk.text:
                         streaming.text.append(chunk.text)
