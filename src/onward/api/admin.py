@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from onward.api.deps import Admin, Svc
+from onward.api.runs import cancel_response
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +72,4 @@ async def cancel_run(rid: str, svc: Svc, admin: Admin) -> dict[str, Any]:
         "admin %s cancels run %s of user %s", admin.name, rid, owner.name,
         extra={"admin": admin.name, "user": owner.name, "run_id": rid},
     )
-    run, changed = await svc.runs.cancel(run)
-    out = run.to_json()
-    out["changed"] = changed
-    if run.status.is_terminal and not changed:
-        out["message"] = f"run already {run.status.value}"
-    return out
+    return await cancel_response(svc, run)

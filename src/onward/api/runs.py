@@ -9,8 +9,9 @@ from fastapi import APIRouter, Header, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from onward.api.deps import Svc, User
+from onward.api.deps import Services, Svc, User
 from onward.core.events import sse_frame
+from onward.core.runs import Run
 from onward.delivery import follow, wait_events
 
 router = APIRouter(prefix="/api", tags=["runs"])
@@ -55,7 +56,11 @@ async def get_run(rid: str, svc: Svc, user: User) -> dict[str, Any]:
 @router.post("/runs/{rid}/cancel", status_code=202)
 async def cancel_run(rid: str, svc: Svc, user: User) -> dict[str, Any]:
     """Stop a run. Idempotent: cancelling a finished run changes nothing and says so."""
-    run = await svc.store.get_run(rid, user.id)
+    return await cancel_response(svc, await svc.store.get_run(rid, user.id))
+
+
+async def cancel_response(svc: Services, run: Run) -> dict[str, Any]:
+    """Cancel `run` and describe the outcome: the run, `changed`, and a message when it had ended."""
     run, changed = await svc.runs.cancel(run)
     out = run.to_json()
     out["changed"] = changed
