@@ -112,8 +112,11 @@ class Journal:
 
         This is how a process takes a run (queued → running) or ends one it does not execute
         (queued → cancelled, crash recovery). On success the run is adopted by this journal.
+        The run is not owned here before the call, so nothing of it can be pending: the batch
+        needs no flush of other runs' work first (which made claims wait behind busy runs).
         """
-        await self.flush()
+        if run_id in self._seq:
+            raise RuntimeError(f"run {run_id} is already owned by this journal")
         batch = WriteBatch(messages=list(messages), changes=[RunChange(run_id, dict(change), frozenset(expect))])
         now = time.time()
         batch.events = [encode(run_id, last_seq + i + 1, item, now) for i, item in enumerate(items)]
