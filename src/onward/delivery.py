@@ -19,9 +19,18 @@ PAGE = 2000
 
 
 async def follow(
-    store: Store, bus: EventBus, run_id: str, after: int = 0, heartbeat: float | None = None
+    store: Store,
+    bus: EventBus,
+    run_id: str,
+    after: int = 0,
+    heartbeat: float | None = None,
+    seen_active: bool = False,
 ) -> AsyncIterator[list[Event]]:
     """Yield batches of events with seq > after, in order, until the terminal event.
+
+    `seen_active`: the caller read the run as active before calling. Then an empty first replay
+    cannot mean "ended before `after`" (had it ended since, the replay would hold its terminal
+    event, or the event would arrive live), which saves a status query on every stream opened.
 
     With `heartbeat`, yields [] when nothing happened for that many seconds.
     """
@@ -38,7 +47,7 @@ async def follow(
                         return
                 if len(page) < PAGE:
                     break
-            if last == after and (await store.get_run(run_id)).status.is_terminal:
+            if last == after and not seen_active and (await store.get_run(run_id)).status.is_terminal:
                 # Nothing replayed and the run has ended: the reader asked for events after the
                 # terminal one. (Had it ended later, its terminal event would arrive live.)
                 if not await store.events(run_id, last, 1):

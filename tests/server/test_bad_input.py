@@ -137,3 +137,18 @@ def test_conversation_crud(api: Api) -> None:
     assert listed[0]["id"] == cid
     assert api.http.delete(f"/api/conversations/{cid}").status_code == 204
     assert api.http.get(f"/api/conversations/{cid}").status_code == 404
+
+
+def test_reading_after_an_event_that_does_not_exist_is_400(api: Api) -> None:
+    cid = api.conversation()
+    rid = api.start(cid, "hello")["id"]
+    last = api.wait_terminal(rid)[-1]["seq"]
+    for path, params, headers in (
+        (f"/api/runs/{rid}/stream", {"after": last + 5}, {}),
+        (f"/api/runs/{rid}/stream", {}, {"Last-Event-ID": str(last + 1)}),
+        (f"/api/runs/{rid}/events", {"after": last + 1}, {}),
+    ):
+        r = api.http.get(path, params=params, headers=headers)
+        assert r.status_code == 400, (path, r.text)
+        assert f"seq {last}" in r.json()["error"]["message"]
+    assert api.http.get(f"/api/runs/{rid}/events", params={"after": last}).json()["events"] == []

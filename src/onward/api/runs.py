@@ -13,6 +13,7 @@ from onward.api.deps import Services, Svc, User
 from onward.core.events import sse_frame
 from onward.core.runs import Run
 from onward.delivery import follow, wait_events
+from onward.errors import BadRequest
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
@@ -59,6 +60,13 @@ async def cancel_run(rid: str, svc: Svc, user: User) -> dict[str, Any]:
     return await cancel_response(svc, await svc.store.get_run(rid, user.id))
 
 
+def check_after(run: Run, after: int) -> None:
+    """A reader cannot have seen an event the run has not committed: such an `after` is a bug
+    in the client, and following from it would wait past the run's real end."""
+    if after > run.last_seq:
+        raise BadRequest(f"after={after} is beyond this run's last event (seq {run.last_seq})")
+
+
 async def cancel_response(svc: Services, run: Run) -> dict[str, Any]:
     """Cancel `run` and describe the outcome: the run, `changed`, and a message when it had ended."""
     run, changed = await svc.runs.cancel(run)
@@ -79,7 +87,7 @@ async def run_events(
     wait: float = Query(0, ge=0),
 ) -> Response:
     """Long-poll: events with seq > after; with `wait`, hold the request until one arrives."""
-    await svc.store.get_run(rid, user.id)
+    check_after(await svc.store.get_run(rid, user.id), after)
     wait = min(wait, svc.settings.longpoll_max_wait_s)
     events = await wait_events(svc.store, svc.bus, rid, after, limit, wait)
     run = await svc.store.get_run(rid, user.id)
@@ -100,14 +108,17 @@ async def stream_run(
     last_event_id: str | None = Header(None),
 ) -> StreamingResponse:
     """Server-Sent Events from seq > after (or > Last-Event-ID); ends after the terminal event."""
-    await svc.store.get_run(rid, user.id)
+    run = await svc.store.get_run(rid, user.id)
     start = after
     if last_event_id and last_event_id.strip().isdigit():
         start = max(start, int(last_event_id.strip()))
+    check_after(run, start)
 
     async def frames() -> AsyncIterator[str]:
         yield ": connected\n\n"
-        async for batch in follow(svc.store, svc.bus, rid, start, heartbeat=svc.settings.sse_heartbeat_s):
+        async for batch in follow(
+            svc.store, svc.bus, rid, start, heartbeat=svc.settings.sse_heartbeat_s, seen_active=run.status.is_active
+        ):
             if batch:
                 yield "".join(sse_frame(e) for e in batch)
             else:

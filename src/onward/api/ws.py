@@ -16,12 +16,13 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from onward.api.deps import current_user, services
+from onward.api.runs import check_after
 from onward.delivery import follow
 from onward.errors import OnwardError
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
-_CLOSE_CODES = {401: 4401, 403: 4403, 404: 4404}
+_CLOSE_CODES = {400: 4400, 401: 4401, 403: 4403, 404: 4404}
 
 
 @router.websocket("/runs/{rid}/ws")
@@ -32,7 +33,7 @@ async def run_ws(websocket: WebSocket, rid: str, after: int = 0) -> None:
         user = await current_user(websocket, svc)
         if user.via == "session" and not _same_origin(websocket):
             raise _Forbidden("cross-origin WebSocket with a session cookie; connect from this server's pages")
-        await svc.store.get_run(rid, user.id)
+        check_after(await svc.store.get_run(rid, user.id), after)
     except OnwardError as exc:
         await websocket.close(code=_CLOSE_CODES.get(exc.status_code, 1008), reason=exc.message[:120])
         return
