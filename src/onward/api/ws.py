@@ -4,7 +4,7 @@
 1000 after the terminal event. Authentication is the same as HTTP (bearer header or session
 cookie); because browsers send cookies on cross-site WebSocket handshakes, a cookie-authenticated
 handshake must come from the server's own origin. Failures close the socket with 4401
-(unauthorized), 4403 (foreign origin) or 4404 (no such run) and a reason.
+(unauthorized), 4403 (foreign origin), 4404 (no such run) or 4400 (bad `after`) and a reason.
 """
 
 from __future__ import annotations
