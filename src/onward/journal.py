@@ -46,9 +46,6 @@ class Journal:
     def release(self, run_id: str) -> None:
         self._seq.pop(run_id, None)
 
-    def owns(self, run_id: str) -> bool:
-        return run_id in self._seq
-
     # writing -----------------------------------------------------------------
 
     def record(self, run_id: str, *items: EventData) -> list[Event]:
@@ -129,17 +126,16 @@ class Journal:
         return True
 
     async def flush(self) -> None:
-        if self._batch or self._waiters:
-            await self.enqueue_flush()
-
-    def enqueue_flush(self) -> asyncio.Future[None]:
+        """Commit everything queued so far (and wait for it)."""
+        if not (self._batch or self._waiters):
+            return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
         if self._oldest is None:
             self._oldest = time.monotonic()
         self._has_work.set()
         self._urgent.set()
-        return fut
+        await fut
 
     # the writer --------------------------------------------------------------
 

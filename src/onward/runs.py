@@ -12,8 +12,9 @@ import time
 
 from onward.config import Settings
 from onward.core.events import MessageCompleted, RunCancelled, RunInterrupted
+from onward.core.messages import unanswered_tool_calls
 from onward.core.runs import ACTIVE_STATUSES, Run, RunStatus
-from onward.engine.finish import closing_steps, final_change, unanswered
+from onward.engine.finish import closing_steps, final_change
 from onward.engine.state import RunState, StreamingMessage
 from onward.errors import BadRequest, ConfigError, ConversationBusy, Unavailable
 from onward.journal import Journal
@@ -57,15 +58,11 @@ class RunService:
                 active = await self.store.active_run(conversation_id)
                 if active is not None:
                     await self.cancel(active)
-                    await self._wait_terminal(active.id, timeout=10)
+                    await self.runner.wait_finished(active.id, timeout=10)
         else:
             raise ConversationBusy("the active run did not stop in time; try again")
         self.runner.submit(run)
         return run
-
-    async def _wait_terminal(self, run_id: str, timeout: float) -> None:
-        """Wait for the run's supervisor to write its terminal commit (embedded mode)."""
-        await self.runner.wait_finished(run_id, timeout)
 
     async def cancel(self, run: Run) -> tuple[Run, bool]:
         """Cancel `run`; returns the run as it now stands and whether this call changed anything."""
@@ -103,7 +100,7 @@ class RunService:
     async def _interrupt(self, run: Run, reason: str) -> None:
         history = await self.store.messages(run.conversation_id)
         state = RunState(run=run, next_position=len(history))
-        state.open_calls = {c.id: c for c in unanswered(history, run.id)}
+        state.open_calls = {c.id: c for c in unanswered_tool_calls(history)}
         partial = await self._partial_message(run)
         if partial is not None:
             state.streaming = partial

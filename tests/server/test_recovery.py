@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 from pathlib import Path
+
+import httpx
 
 from onward.core.messages import validate_history
 from onward.testing.fake_llm import ScriptedLLM
@@ -78,5 +81,41 @@ def test_sigterm_interrupts_running_runs_after_the_grace_period(llm: ScriptedLLM
     assert log[-1]["type"] == "run.interrupted"
     assert log[-1]["data"]["reason"] == "server shutting down"
     assert api.run(rid)["status"] == "interrupted"
+    api.http.close()
+    server.stop()
+
+
+
+def test_during_the_shutdown_grace_period_no_new_run_starts(llm: ScriptedLLM, tmp_path: Path) -> None:
+    llm.script([{"tool_calls": [tool_call("run_command", {"command": "echo ready; sleep 60"})]}], match="GRACE")
+    server = OnwardServer(tmp_path / "home", llm.base_url, shutdown_grace_s=3)
+    server.start()
+    api = Api(server.url, server.auth_headers())
+    cid = api.conversation()
+    other = api.conversation()
+    rid = api.start(cid, "GRACE")["id"]
+    api.wait_for(rid, lambda e: e["type"] == "tool.output")
+    api.http.close()
+    assert server.proc is not None
+    server.proc.send_signal(signal.SIGTERM)
+    refused = 0
+    deadline = time.monotonic() + 10
+    while refused == 0 and time.monotonic() < deadline:
+        try:  # a fresh connection each time: no new run may start once SIGTERM is handled
+            r = httpx.post(f"{server.url}/api/conversations/{other}/runs", json={"input": "late"},
+                           headers=server.auth_headers(), timeout=5)
+        except httpx.ConnectError:
+            refused = 1
+        else:
+            if r.status_code == 503:
+                refused = 1
+            else:
+                assert r.status_code in (202, 409), r.text  # accepted before the signal was handled
+                time.sleep(0.02)
+    assert refused, "runs were still accepted 10 s after SIGTERM"
+    server.proc.wait(30)
+    server.start()
+    api = Api(server.url, server.auth_headers())
+    assert api.run(rid)["status"] == "interrupted"  # it ran through the grace period, then ended
     api.http.close()
     server.stop()

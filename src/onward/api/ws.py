@@ -18,7 +18,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from onward.api.deps import current_user, services
 from onward.api.runs import check_after
 from onward.delivery import follow
-from onward.errors import OnwardError
+from onward.errors import Forbidden, OnwardError
 
 router = APIRouter(prefix="/api", tags=["runs"])
 
@@ -32,7 +32,7 @@ async def run_ws(websocket: WebSocket, rid: str, after: int = 0) -> None:
     try:
         user = await current_user(websocket, svc)
         if user.via == "session" and not _same_origin(websocket):
-            raise _Forbidden("cross-origin WebSocket with a session cookie; connect from this server's pages")
+            raise Forbidden("cross-origin WebSocket with a session cookie; connect from this server's pages")
         check_after(await svc.store.get_run(rid, user.id), after)
     except OnwardError as exc:
         await websocket.close(code=_CLOSE_CODES.get(exc.status_code, 1008), reason=exc.message[:120])
@@ -65,13 +65,4 @@ def _same_origin(websocket: WebSocket) -> bool:
     if origin is None:
         return True  # not a browser
     return urlsplit(origin).netloc == websocket.headers.get("host", "")
-
-
-class _Forbidden(OnwardError):
-    """Forbidden."""
-
-    status_code = 403
-    code = "forbidden"
-
-
 

@@ -79,9 +79,6 @@ class MemoryBus:
             for sub in list(self._subs.get(run_id, ())):
                 sub._push(run_events)
 
-    def subscriber_count(self, run_id: str) -> int:
-        return len(self._subs.get(run_id, ()))
-
     def _drop(self, sub: MemorySubscription) -> None:
         subs = self._subs.get(sub.run_id)
         if subs is not None:

@@ -213,6 +213,3 @@ def encode(run_id: str, seq: int, data: EventData, ts: float | None = None) -> E
 def sse_frame(event: Event) -> str:
     return f"id: {event.seq}\nevent: {event.type}\ndata: {event.json}\n\n"
 
-
-def field_names(cls: type[EventData]) -> list[str]:
-    return [f.name for f in fields(cls)]

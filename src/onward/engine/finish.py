@@ -16,7 +16,7 @@ from onward.core.events import (
     RunInterrupted,
     ToolCompleted,
 )
-from onward.core.messages import Message, ToolCall
+from onward.core.messages import Message
 from onward.core.runs import RunStatus
 from onward.engine.state import RunState
 from onward.journal import Journal
@@ -91,9 +91,3 @@ async def finish(journal: Journal, state: RunState, terminal: EventData) -> None
     await journal.commit(state.run.id, *items, messages=messages, change=final_change(state, terminal))
     journal.release(state.run.id)
 
-
-def unanswered(messages: list[Message], run_id: str) -> list[ToolCall]:
-    """Tool calls of `run_id`'s assistant messages that no tool message answers."""
-    answered = {m.tool_call_id for m in messages if m.role == "tool"}
-    return [c for m in messages if m.role == "assistant" and m.run_id == run_id for c in m.tool_calls
-            if c.id not in answered]

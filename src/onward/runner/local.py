@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from onward.config import Settings
 from onward.core.events import EventData, RunCancelled, RunFailed, RunInterrupted, RunStarted
@@ -29,7 +29,7 @@ class _Active:
     run: Run
     task: asyncio.Task[EventData] | None = None
     stop_with: EventData | None = None  # why the run is being stopped, set before cancelling
-    cancel_event: asyncio.Event | None = None
+    cancel_event: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class LocalRunner:
@@ -47,7 +47,7 @@ class LocalRunner:
 
     def submit(self, run: Run) -> None:
         """Start executing a queued run (fire and forget; the run's fate is in its events)."""
-        entry = _Active(run=run, cancel_event=asyncio.Event())
+        entry = _Active(run=run)
         self._active[run.id] = entry
         task = asyncio.create_task(self._supervise(entry), name=f"run-{run.id}")
         self._supervisors.add(task)
@@ -62,7 +62,6 @@ class LocalRunner:
             entry.stop_with = reason or RunCancelled()
         if entry.task is not None and not entry.task.done():
             entry.task.cancel()
-        assert entry.cancel_event is not None
         entry.cancel_event.set()
         return True
 
@@ -95,7 +94,6 @@ class LocalRunner:
         if not self._slots.locked():
             await self._slots.acquire()
             return True
-        assert entry.cancel_event is not None
         acquire = asyncio.ensure_future(self._slots.acquire())
         stopped = asyncio.ensure_future(entry.cancel_event.wait())
         await asyncio.wait({acquire, stopped}, return_when=asyncio.FIRST_COMPLETED)
