@@ -111,6 +111,7 @@ class Context:
     progress: Progress
     settings: dict[str, object] = field(default_factory=lambda: dict(SERVER_SETTINGS))
     profile_dir: Path | None = None  # py-spy every server into this directory (--profile)
+    concurrency_sizes: list[int] | None = None  # --sizes: the concurrency sweep's run counts
     _homes: int = 0
     _shared: OnwardServer | None = None
     _spies: dict[int, subprocess.Popen[bytes]] = field(default_factory=dict)

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=int(os.environ.get("BENCH_CLIENT_PROCESSES", "2")),
                         help="client processes for fan-out scenarios (default 2, or $BENCH_CLIENT_PROCESSES)")
     parser.add_argument("--keep", action="store_true", help="keep the servers' homes and logs")
+    parser.add_argument("--sizes", type=lambda v: [int(x) for x in v.split(",")], metavar="N,N,...",
+                        help="run counts of the concurrency sweep (default 10,50,100,200,500; quick 10,50)")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="record every server with py-spy into DIR (collapsed stacks; slows the server)")
     args = parser.parse_args(argv)
@@ -59,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     pacer = Pacer(tmp / "pacer.log")
     pool = ClientPool(args.client_processes)
     ctx = Context(quick=args.quick, llm=llm, pacer=pacer, tmp=tmp, pool=pool, progress=progress,
-                  profile_dir=args.profile)
+                  profile_dir=args.profile, concurrency_sizes=args.sizes)
     try:
         for module in selected:
             progress.scenario = module.NAME

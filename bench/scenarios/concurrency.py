@@ -113,7 +113,7 @@ def _llm_job(args: tuple[str, int, float]) -> list[float]:
 
 def run(ctx: Context) -> Result:
     ctx.llm.script(MATCH, [{"text": "x" * EVENTS, "chunk_chars": 1, "delay_ms": DELAY_MS}])
-    sizes = [10, 50] if ctx.quick else [10, 50, 100, 200, 500]
+    sizes = ctx.concurrency_sizes or ([10, 50] if ctx.quick else [10, 50, 100, 200, 500])
     with ctx.server(NAME) as srv:
         return _sweep(ctx, srv, sizes)
 

@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="ONWARD_", extra="ignore")
 
     home: Path = Field(default_factory=default_home, description="Data directory: database, workspaces.")
-    database_url: str | None = Field(None, description="SQLAlchemy async URL; default SQLite in home.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL (postgresql+asyncpg://… for Postgres); default SQLite in home.")
     host: str = Field("127.0.0.1", description="Address `onward serve` binds to.")
     port: int = Field(8000, description="Port `onward serve` binds to.")
     config_file: Path | None = Field(None, description="Path of onward.toml (default: ./onward.toml, then home).")
@@ -138,7 +138,7 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite+aiosqlite:///{self.home / 'onward.db'}"
+        return self.database_url or f"sqlite:///{self.home / 'onward.db'}"
 
     @property
     def workspaces_dir(self) -> Path:

@@ -61,4 +61,4 @@ def test_broken_toml_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_sqlite_under_home_by_default(tmp_path: Path) -> None:
     s = Settings(home=tmp_path / "h")
-    assert s.db_url == f"sqlite+aiosqlite:///{tmp_path / 'h' / 'onward.db'}"
+    assert s.db_url == f"sqlite:///{tmp_path / 'h' / 'onward.db'}"

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import (
     Column,
+    Connection,
     Float,
     ForeignKey,
     Index,
@@ -20,8 +21,8 @@ from sqlalchemy import (
     select,
     text,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from onward.store.db import Database
 from onward.store.schema import metadata, schema_migrations
 
 log = logging.getLogger(__name__)
@@ -31,10 +32,10 @@ log = logging.getLogger(__name__)
 class Migration:
     version: int
     description: str
-    apply: Callable[[AsyncConnection], Awaitable[None]]
+    apply: Callable[[Connection], None]
 
 
-async def _noop(conn: AsyncConnection) -> None:
+def _noop(conn: Connection) -> None:
     return None
 
 
@@ -73,20 +74,20 @@ def _accounts_tables() -> MetaData:
     return md
 
 
-async def _accounts(conn: AsyncConnection) -> None:
+def _accounts(conn: Connection) -> None:
     """Passwords, admins, disabled users, sessions, API tokens; the core's `local` user becomes `admin`."""
     false = "false" if conn.dialect.name == "postgresql" else "0"
     true = "true" if conn.dialect.name == "postgresql" else "1"
-    await conn.execute(text("ALTER TABLE users ADD COLUMN password_hash TEXT"))
-    await conn.execute(text(f"ALTER TABLE users ADD COLUMN is_admin BOOLEAN NOT NULL DEFAULT {false}"))
-    await conn.execute(text(f"ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT {false}"))
+    conn.execute(text("ALTER TABLE users ADD COLUMN password_hash TEXT"))
+    conn.execute(text(f"ALTER TABLE users ADD COLUMN is_admin BOOLEAN NOT NULL DEFAULT {false}"))
+    conn.execute(text(f"ALTER TABLE users ADD COLUMN disabled BOOLEAN NOT NULL DEFAULT {false}"))
     md = _accounts_tables()
-    await conn.run_sync(lambda sync: md.create_all(sync, tables=[md.tables[n] for n in ("sessions", "api_tokens", "login_tokens")]))
-    taken = (await conn.execute(text("SELECT count(*) FROM users WHERE name = 'admin'"))).scalar_one()
+    md.create_all(conn, tables=[md.tables[n] for n in ("sessions", "api_tokens", "login_tokens")])
+    taken = conn.execute(text("SELECT count(*) FROM users WHERE name = 'admin'")).scalar_one()
     if taken:
-        await conn.execute(text(f"UPDATE users SET is_admin = {true} WHERE name = 'local'"))
+        conn.execute(text(f"UPDATE users SET is_admin = {true} WHERE name = 'local'"))
     else:
-        await conn.execute(text(f"UPDATE users SET name = 'admin', is_admin = {true} WHERE name = 'local'"))
+        conn.execute(text(f"UPDATE users SET name = 'admin', is_admin = {true} WHERE name = 'local'"))
 
 
 # Append new steps here; never edit one that has shipped.
@@ -98,26 +99,32 @@ MIGRATIONS: list[Migration] = [
 LATEST = MIGRATIONS[-1].version
 
 
-async def migrate(engine: AsyncEngine) -> int:
+async def migrate(db: Database) -> int:
     """Bring the database to the newest schema; returns the version it is at."""
-    async with engine.begin() as conn:
-        tables = await conn.run_sync(lambda sync: set(inspect(sync).get_table_names()))
-        if "schema_migrations" not in tables:
-            await conn.run_sync(metadata.create_all)
-            await conn.execute(
-                schema_migrations.insert(),
-                [{"version": m.version, "description": m.description, "applied_at": time.time()} for m in MIGRATIONS],
-            )
-            log.info("created database schema at version %d", LATEST)
-            return LATEST
-        applied = set((await conn.execute(select(schema_migrations.c.version))).scalars())
+    applied = await db.write(_create_or_read)
+    if applied is None:
+        log.info("created database schema at version %d", LATEST)
+        return LATEST
     for m in MIGRATIONS:
         if m.version in applied:
             continue
-        async with engine.begin() as conn:
-            await m.apply(conn)
-            await conn.execute(
-                schema_migrations.insert().values(version=m.version, description=m.description, applied_at=time.time())
-            )
+        await db.write(_apply, m)
         log.info("applied migration %d: %s", m.version, m.description)
     return LATEST
+
+
+def _create_or_read(conn: Connection) -> set[int] | None:
+    """A fresh database gets the whole schema, stamped (None); otherwise the versions applied."""
+    if "schema_migrations" not in set(inspect(conn).get_table_names()):
+        metadata.create_all(conn)
+        conn.execute(
+            schema_migrations.insert(),
+            [{"version": m.version, "description": m.description, "applied_at": time.time()} for m in MIGRATIONS],
+        )
+        return None
+    return set(conn.execute(select(schema_migrations.c.version)).scalars())
+
+
+def _apply(conn: Connection, m: Migration) -> None:
+    m.apply(conn)
+    conn.execute(schema_migrations.insert().values(version=m.version, description=m.description, applied_at=time.time()))
