@@ -177,7 +177,8 @@ class Context:
         self.progress(f"profiling server {srv.pid} into {out}")
         return subprocess.Popen(
             [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(srv.pid), "--rate", "250",
-             "--format", "raw", "--threads", "--output", str(out), "--nonblocking"],
+             "--format", "raw", "--threads", "--output", str(out), "--nonblocking",
+             *os.environ.get("BENCH_PY_SPY_ARGS", "").split()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
 

@@ -55,7 +55,8 @@ class CurrentUser:
     session_hash: str | None = None  # sessions only
 
 
-def services(conn: HTTPConnection) -> Services:
+async def services(conn: HTTPConnection) -> Services:
+    # async: FastAPI would run a plain function in a worker thread, a thread hop per request
     svc: Services = conn.app.state.services
     return svc
 

@@ -27,7 +27,7 @@ _CLOSE_CODES = {400: 4400, 401: 4401, 403: 4403, 404: 4404}
 
 @router.websocket("/runs/{rid}/ws")
 async def run_ws(websocket: WebSocket, rid: str, after: int = 0) -> None:
-    svc = services(websocket)
+    svc = await services(websocket)
     await websocket.accept()  # accept first: close codes and reasons only exist after it
     try:
         user = await current_user(websocket, svc)

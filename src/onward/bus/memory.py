@@ -16,7 +16,7 @@ class MemorySubscription:
         self._limit = limit
         self._batches: deque[list[Event]] = deque()
         self._count = 0
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.lagged = False
         self.closed = False
 
@@ -31,17 +31,23 @@ class MemorySubscription:
         else:
             self._batches.append(events)
             self._count += len(events)
-        self._ready.set()
+        _wake(self._waiter)
 
     async def get(self, timeout: float | None = None) -> list[Event]:
+        """The events published since the last call, waiting for some; [] after `timeout` s."""
         if not self._batches and not self.lagged:
-            self._ready.clear()
+            # A bare future and a timer: asyncio.wait_for would wrap each wait in a Task, and
+            # every reader of every run waits here once per journal flush.
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            timer = loop.call_later(timeout, _wake, waiter) if timeout is not None else None
             try:
-                if timeout is None:
-                    await self._ready.wait()
-                else:
-                    await asyncio.wait_for(self._ready.wait(), timeout)
-            except TimeoutError:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+            if not self._batches and not self.lagged:
                 return []
         if self.lagged:
             raise Lagged(self.run_id)
@@ -57,6 +63,11 @@ class MemorySubscription:
         if not self.closed:
             self.closed = True
             self._bus._drop(self)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
 
 
 class MemoryBus:

@@ -10,7 +10,7 @@ Schema versions:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import orjson
@@ -189,23 +189,12 @@ class Event:
         return data
 
 
-_FIELDS: dict[type[EventData], tuple[str, ...]] = {}
-
-
-def payload(data: EventData) -> dict[str, Any]:
-    """The event's data fields as a dict (field names cached per type)."""
-    cls = type(data)
-    names = _FIELDS.get(cls)
-    if names is None:
-        names = _FIELDS[cls] = tuple(f.name for f in fields(cls))
-    return {name: getattr(data, name) for name in names}
-
-
 def encode(run_id: str, seq: int, data: EventData, ts: float | None = None) -> Event:
     """The one serializer: every recorded event is built here."""
     ts = time.time() if ts is None else ts
+    # orjson writes a dataclass's fields itself (ClassVars such as `type` are not fields)
     text = orjson.dumps(
-        {"seq": seq, "run_id": run_id, "type": data.type, "ts": round(ts, 6), "data": payload(data), "v": SCHEMA_VERSION}
+        {"seq": seq, "run_id": run_id, "type": data.type, "ts": round(ts, 6), "data": data, "v": SCHEMA_VERSION}
     ).decode()
     return Event(run_id, seq, data.type, ts, text)
 

@@ -25,7 +25,6 @@ from openai import (
     APIStatusError,
     APITimeoutError,
     AsyncOpenAI,
-    AsyncStream,
     DefaultAioHttpClient,
     Timeout,
 )
@@ -170,18 +169,19 @@ class OpenAICompatProvider:
                     calls = ToolCallAccumulator()
                     finish: str | None = None
                     usage: dict[str, Any] = {}
-                    async for chunk in response:
-                        if not isinstance(chunk, dict):
-                            continue
-                        if isinstance(chunk.get("usage"), dict):
-                            usage = chunk["usage"]
-                        for choice in chunk.get("choices") or ():
-                            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    async for batch in response.batches():
+                        for chunk in batch:
+                            if not isinstance(chunk, dict):
                                 continue
-                            finish = choice.get("finish_reason") or finish
-                            for out in _convert(choice.get("delta"), calls):
-                                yielded = True
-                                yield out
+                            if isinstance(chunk.get("usage"), dict):
+                                usage = chunk["usage"]
+                            for choice in chunk.get("choices") or ():
+                                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                                    continue
+                                finish = choice.get("finish_reason") or finish
+                                for out in _convert(choice.get("delta"), calls):
+                                    yielded = True
+                                    yield out
                 calls.check_complete()
                 yield StreamEnd(finish_reason=finish, usage=usage)
                 return
@@ -210,7 +210,7 @@ class OpenAICompatProvider:
 
     async def _open(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
-    ) -> AsyncStream[object]:
+    ) -> FastStream:
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         if tools:  # strict servers reject an empty list
             body["tools"] = tools
@@ -218,9 +218,10 @@ class OpenAICompatProvider:
             body["stream_options"] = {"include_usage": True}
         # The SDK's documented way to call an endpoint with an untyped result: same transport,
         # auth and error mapping as chat.completions.create, chunks as plain JSON.
-        return await self._client.post(
+        stream: FastStream = await self._client.post(
             "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=FastStream
         )
+        return stream
 
     def _drop_usage_option(self, exc: APIError) -> bool:
         """A server that rejects stream_options gets the request again without it (once)."""

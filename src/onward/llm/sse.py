@@ -17,27 +17,43 @@ import orjson
 from openai import APIConnectionError, APIError, APITimeoutError, AsyncStream
 
 
+class BlockSplitter:
+    """Cuts a byte stream into SSE blocks (one event each), whatever its line ends."""
+
+    def __init__(self) -> None:
+        self._buf = b""
+
+    def feed(self, chunk: bytes) -> list[bytes]:
+        """The blocks this chunk completes."""
+        buf = self._buf + chunk
+        if b"\r" not in buf:
+            blocks = buf.split(b"\n\n")
+            self._buf = blocks.pop()
+            return blocks
+        buf = buf.replace(b"\r\n", b"\n")
+        held = b""
+        if buf.endswith(b"\r"):  # maybe the first half of a CRLF: keep it for the next chunk
+            buf, held = buf[:-1], b"\r"
+        blocks = buf.replace(b"\r", b"\n").split(b"\n\n")
+        self._buf = blocks.pop() + held
+        return blocks
+
+    def end(self) -> list[bytes]:
+        """What is left when the body ends (a last event without its blank line)."""
+        rest, self._buf = self._buf, b""
+        return [rest] if rest.strip() else []
+
+
 async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
     """(event, data) for each SSE event in a byte stream; comments and ids are skipped."""
-    buf = b""
+    splitter = BlockSplitter()
     async for chunk in chunks:
-        if b"\r" in chunk or buf.endswith(b"\r"):
-            buf = (buf + chunk).replace(b"\r\n", b"\n")
-            if buf.endswith(b"\r"):
-                blocks = buf[:-1].replace(b"\r", b"\n").split(b"\n\n")
-                buf = blocks.pop() + b"\r"
-            else:
-                blocks = buf.replace(b"\r", b"\n").split(b"\n\n")
-                buf = blocks.pop()
-        else:
-            blocks = (buf + chunk).split(b"\n\n")
-            buf = blocks.pop()
-        for block in blocks:
+        for block in splitter.feed(chunk):
             parsed = _parse_block(block)
             if parsed is not None:
                 yield parsed
-    if buf.strip():
-        parsed = _parse_block(buf)
+    for block in splitter.end():
+        parsed = _parse_block(block)
         if parsed is not None:
             yield parsed
 
@@ -59,35 +75,47 @@ def _parse_block(block: bytes) -> tuple[bytes, bytes] | None:
 
 
 class FastStream(AsyncStream[object]):
-    """The SDK's AsyncStream with our parser: yields each chunk as a plain JSON value."""
+    """The SDK's AsyncStream with our parser: each chunk a plain JSON value.
+
+    `batches()` hands over the chunks of one network read together, so the provider handles a
+    read in one step: under load a read holds many chunks, and each async layer between the
+    socket and the engine costs a suspension per item it passes on.
+    """
 
     async def __stream__(self) -> AsyncIterator[Any]:
+        async for values in self.batches():
+            for value in values:
+                yield value
+
+    async def batches(self) -> AsyncIterator[list[Any]]:
+        """The `data:` values of each network read, decoded, until `[DONE]` or the body's end."""
         response = self.response
-        events = iter_sse_data(self._bytes())
+        splitter = BlockSplitter()
+        reads = self._bytes()
         try:
-            async for _event, data in events:
-                if data.startswith(b"[DONE]"):
+            async for chunk in reads:
+                values, done = _decode(splitter.feed(chunk), response)
+                if values:
+                    yield values
+                if done:
                     with contextlib.suppress(Exception):
                         async with asyncio.timeout(1):  # finish the body so the connection is reused
-                            async for _ in events:
+                            async for _ in reads:
                                 pass
-                    break
-                value = orjson.loads(data)
-                if isinstance(value, dict) and value.get("error"):
-                    error = value["error"]
-                    message = error.get("message") if isinstance(error, dict) else None
-                    raise APIError(
-                        message=message if isinstance(message, str) else "An error occurred during streaming",
-                        request=response.request,
-                        body=error,
-                    )
-                yield value
+                    return
+            values, _done = _decode(splitter.end(), response)
+            if values:
+                yield values
         finally:
             await response.aclose()
 
     async def _bytes(self) -> AsyncIterator[bytes]:
+        """The body as it arrives: straight from aiohttp's reader when the SDK's aiohttp transport
+        is in use (two wrappers fewer per read), else through the httpx-style response."""
+        raw = _aiohttp_reader(self.response)
+        source = raw.iter_any() if raw is not None else self.response.aiter_bytes()
         try:
-            async for chunk in self.response.aiter_bytes():
+            async for chunk in source:
                 yield chunk
         except APIError:
             raise
@@ -95,3 +123,39 @@ class FastStream(AsyncStream[object]):
             if "timeout" in type(err).__name__.lower():
                 raise APITimeoutError(request=self.response.request) from err
             raise APIConnectionError(request=self.response.request) from err
+
+
+def _aiohttp_reader(response: Any) -> Any:
+    """aiohttp's body reader under the SDK's response wrappers, or None (another transport)."""
+    stream = getattr(response, "stream", None)
+    for _ in range(4):  # httpx's timing wrapper, then the SDK's aiohttp transport stream
+        if stream is None:
+            return None
+        raw = getattr(stream, "_aiohttp_response", None)
+        if raw is not None:
+            return getattr(raw, "content", None)
+        stream = getattr(stream, "_stream", None)
+    return None
+
+
+def _decode(blocks: list[bytes], response: Any) -> tuple[list[Any], bool]:
+    """The JSON values of complete SSE blocks, and whether `[DONE]` was among them."""
+    values: list[Any] = []
+    for block in blocks:
+        parsed = _parse_block(block)
+        if parsed is None:
+            continue
+        data = parsed[1]
+        if data.startswith(b"[DONE]"):
+            return values, True
+        value = orjson.loads(data)
+        if isinstance(value, dict) and value.get("error"):
+            error = value["error"]
+            message = error.get("message") if isinstance(error, dict) else None
+            raise APIError(
+                message=message if isinstance(message, str) else "An error occurred during streaming",
+                request=response.request,
+                body=error,
+            )
+        values.append(value)
+    return values, False
