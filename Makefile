@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: serve test test-unit test-server test-e2e lint typecheck system-deps bench web clean openapi
+.PHONY: serve test test-unit test-server test-integration test-e2e lint typecheck system-deps bench web clean openapi
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -22,20 +22,26 @@ serve: $(STAMP)
 	@./scripts/system-deps.sh bubblewrap || echo "warning: bubblewrap is missing: commands will run WITHOUT a sandbox (single user only)"
 	$(BIN)/onward serve
 
-# The whole suite: lint, strict types, unit, real-server, and real-browser tests.
+# The whole suite: lint, strict types, unit, real-server, real-Postgres and real-browser tests.
 # The browser suite runs in its own pytest process: Playwright's sync API keeps an event loop
 # running in the main thread, which the asyncio tests must not inherit.
 test: $(STAMP) system-deps
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 	$(BIN)/pytest -q tests/e2e
-	$(BIN)/pytest -q tests/unit tests/server
+	./scripts/services.sh
+	$(BIN)/pytest -q tests/unit tests/server tests/integration
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
 test-server: $(STAMP)
 	$(BIN)/pytest -q tests/server
+
+# The store against a real Postgres (services.sh starts Postgres and Redis when they are down).
+test-integration: $(STAMP)
+	./scripts/services.sh
+	$(BIN)/pytest -q tests/integration
 
 test-e2e: $(STAMP) system-deps
 	$(BIN)/pytest -q tests/e2e

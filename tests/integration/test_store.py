@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -198,3 +199,24 @@ async def test_messages_with_tool_calls_round_trip(world: World) -> None:
     assert stored[0].run_id == run.id
     assert stored[1:] == written
     validate_history([m.to_openai() for m in stored] + [{"role": "user", "content": "and now?"}])
+
+
+async def test_nul_characters_are_stored_as_replacement_characters(world: World) -> None:
+    """Postgres text cannot hold NUL, which a command's output can (`printf 'a\\0b'`). A batch
+    carrying one must not fail: the journal would retry it forever, stalling every run it writes."""
+    store, conv = world.store, world.conversation
+    run = await store.create_run(world.user, conv, "nul\x00input", None)
+    assert run.input == "nul\ufffdinput"
+    assert await world.journal.transition(run.id, 0, {RunStatus.QUEUED}, {"status": "running"})
+    call = ToolCall("call_1", "run_command", '{"command": "printf \'a\\\\0b\'"}')
+    messages = [
+        Message(role="assistant", tool_calls=(call,), id="msg_a", run_id=run.id),
+        Message(role="tool", content="a\x00b", tool_call_id="call_1", id="msg_t", run_id=run.id),
+    ]
+    stored = [StoredMessage(conv, 1 + i, m) for i, m in enumerate(messages)]
+    await asyncio.wait_for(world.journal.commit(run.id, messages=stored, change={"error": "e\x00"}), 10)
+    history = await store.messages(conv)
+    assert [m.content for m in history] == ["nul\ufffdinput", None, "a\ufffdb"]
+    assert history[1].tool_calls == (call,)
+    assert (await store.get_run(run.id)).error == "e\ufffd"
+    assert (await store.create_conversation(world.user, "t\x00"))["title"] == "t\ufffd"

@@ -79,16 +79,26 @@ def _message(row: Row[Any]) -> Message:
     )
 
 
+def _text(value: str) -> str:
+    """Postgres text cannot hold NUL, which command output and user input can: a batch carrying
+    one would fail, and the journal retry it forever. Both databases store U+FFFD instead."""
+    return value.replace("\x00", "\ufffd") if "\x00" in value else value
+
+
+def _opt_text(value: str | None) -> str | None:
+    return _text(value) if value is not None else None
+
+
 def _message_row(conversation_id: str, position: int, msg: Message) -> dict[str, Any]:
     return {
         "id": msg.id or new_id("msg"),
         "conversation_id": conversation_id,
         "position": position,
         "role": msg.role,
-        "content": msg.content,
+        "content": _opt_text(msg.content),
         "tool_calls": json.dumps([c.to_openai() for c in msg.tool_calls]) if msg.tool_calls else None,
-        "tool_call_id": msg.tool_call_id,
-        "reasoning": msg.reasoning,
+        "tool_call_id": _opt_text(msg.tool_call_id),
+        "reasoning": _opt_text(msg.reasoning),
         "run_id": msg.run_id,
         "meta": json.dumps(msg.meta) if msg.meta else None,
         "created_at": time.time(),
@@ -196,7 +206,9 @@ def _insert_user(conn: Connection, name: str) -> str:
 def _create_conversation(conn: Connection, user_id: str, title: str) -> dict[str, Any]:
     now = time.time()
     cid = new_id("conv")
-    conn.execute(insert(conversations).values(id=cid, user_id=user_id, title=title, created_at=now, updated_at=now))
+    conn.execute(
+        insert(conversations).values(id=cid, user_id=user_id, title=_text(title), created_at=now, updated_at=now)
+    )
     return _get_conversation(conn, user_id, cid)
 
 
@@ -224,7 +236,7 @@ def _update_conversation(conn: Connection, user_id: str, conversation_id: str, t
     res = conn.execute(
         update(conversations)
         .where(and_(conversations.c.id == conversation_id, conversations.c.user_id == user_id))
-        .values(title=title, updated_at=time.time())
+        .values(title=_text(title), updated_at=time.time())
     )
     if res.rowcount == 0:
         raise NotFound(f"no conversation {conversation_id!r}")
@@ -250,6 +262,7 @@ def _messages(conn: Connection, conversation_id: str) -> list[Message]:
 def _create_run(conn: Connection, user_id: str, conversation_id: str, text: str, model: str | None) -> Run:
     now = time.time()
     run_id = new_id("run")
+    text = _text(text)
     touched = conn.execute(
         update(conversations)
         .where(and_(conversations.c.id == conversation_id, conversations.c.user_id == user_id))
@@ -336,7 +349,7 @@ def _write_batch(conn: Connection, batch: WriteBatch, event_sql: tuple[str, str]
         res = conn.execute(
             update(runs)
             .where(and_(runs.c.id == change.run_id, runs.c.status.in_([s.value for s in change.expect])))
-            .values(**change.values)
+            .values(**_change_values(change.values))
         )
         if res.rowcount != 1:
             raise StaleTransition(change.run_id)
@@ -346,7 +359,11 @@ def _write_batch(conn: Connection, batch: WriteBatch, event_sql: tuple[str, str]
         _insert_events(conn, batch.events, event_sql)
     for change in batch.changes:
         if change.expect is None and change.values:
-            conn.execute(update(runs).where(runs.c.id == change.run_id).values(**change.values))
+            conn.execute(update(runs).where(runs.c.id == change.run_id).values(**_change_values(change.values)))
+
+
+def _change_values(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: _text(v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def _insert_events(conn: Connection, events: list[Event], event_sql: tuple[str, str] | None) -> None:
