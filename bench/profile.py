@@ -3,7 +3,7 @@
 Reads py-spy's collapsed stacks (`--format raw`, as `bench.run --profile DIR` records them) and
 prints, per function, the share of samples it was on the stack (inclusive) and on top (self).
 Shares are of the samples of the selected threads; the event loop runs on the main thread, the
-SQLite driver (aiosqlite) on a thread of its own.
+SQLite operations on threads of their own (onward-db-write, onward-db-read_N).
 """
 
 from __future__ import annotations

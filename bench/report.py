@@ -163,7 +163,7 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     packages: dict[str, str | None] = {}
-    for name in ("uvicorn", "fastapi", "starlette", "sqlalchemy", "aiosqlite", "h11", "httptools", "uvloop",
+    for name in ("uvicorn", "fastapi", "starlette", "sqlalchemy", "h11", "httptools", "uvloop",
                  "httpx", "openai"):
         try:
             packages[name] = importlib.metadata.version(name)

@@ -35,6 +35,7 @@ class Journal:
         self._has_work = asyncio.Event()
         self._urgent = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._inflight: asyncio.Future[None] | None = None  # resolves when the write under way ends
         self._failures = 0
 
     # ownership -------------------------------------------------------------
@@ -126,7 +127,9 @@ class Journal:
         return True
 
     async def flush(self) -> None:
-        """Commit everything queued so far (and wait for it)."""
+        """Commit everything queued so far (and wait for it), including a write under way."""
+        if self._inflight is not None:
+            await asyncio.shield(self._inflight)  # a failed write is back in the queue after this
         if not (self._batch or self._waiters):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -170,9 +173,14 @@ class Journal:
             self._urgent.clear()
             if not batch and not waiters:
                 continue
+            inflight = self._inflight = asyncio.get_running_loop().create_future()
             try:
                 if batch:
                     await self.store.write(batch)
+            except asyncio.CancelledError:
+                self._inflight = None
+                inflight.set_result(None)
+                raise
             except Exception:
                 # Never drop or renumber: put the batch back in front of what came since and
                 # retry. Runs waiting on a durable step wait with it (natural backpressure).
@@ -180,6 +188,8 @@ class Journal:
                 delay = min(0.05 * 2 ** min(self._failures, 5), 1.0)
                 log.exception("journal write failed (%d events); retrying in %.2f s", len(batch.events), delay)
                 self._requeue(batch, waiters)
+                self._inflight = None
+                inflight.set_result(None)
                 await asyncio.sleep(delay)
                 continue
             self._failures = 0
@@ -187,6 +197,8 @@ class Journal:
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(None)
+            self._inflight = None
+            inflight.set_result(None)
 
     def _requeue(self, batch: WriteBatch, waiters: list[asyncio.Future[None]]) -> None:
         later = self._batch

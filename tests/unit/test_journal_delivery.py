@@ -28,7 +28,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path) -> AsyncIterator[World]:  # type: ignore[no-untyped-def]
-    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'onward.db'}")
+    store = SqlStore(f"sqlite:///{tmp_path / 'onward.db'}")
     await store.init()
     bus = MemoryBus(subscriber_limit=500)
     journal = Journal(store, bus, flush_interval=0.005)
@@ -152,7 +152,7 @@ class FlakyStore(SqlStore):
 
 
 async def test_a_failed_write_is_retried_without_gaps_or_loss(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    store = FlakyStore(f"sqlite+aiosqlite:///{tmp_path / 'onward.db'}", failures=0)
+    store = FlakyStore(f"sqlite:///{tmp_path / 'onward.db'}", failures=0)
     await store.init()
     bus = MemoryBus()
     journal = Journal(store, bus, flush_interval=0.005)
@@ -171,3 +171,40 @@ async def test_a_failed_write_is_retried_without_gaps_or_loss(tmp_path) -> None:
     assert await asyncio.wait_for(reader, 5) == list(range(1, 53))
     await journal.close()
     await store.close()
+
+
+class SlowStore(SqlStore):
+    """A real SQLite store whose batch writes take a while, so a close can land in the middle."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.writing = asyncio.Event()
+
+    async def write(self, batch):  # type: ignore[no-untyped-def]
+        if batch.events:
+            self.writing.set()
+            await asyncio.sleep(0.2)
+        await super().write(batch)
+
+
+async def test_close_waits_for_the_write_under_way(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = SlowStore(f"sqlite:///{tmp_path / 'onward.db'}")
+    await store.init()
+    journal = Journal(store, MemoryBus(), flush_interval=0.001)
+    journal.start()
+    user = await store.ensure_user("local")
+    conv = await store.create_conversation(user, "t")
+    run = await store.create_run(user, conv["id"], "hi", None)
+    journal.adopt(run.id, 0)
+    journal.record(run.id, MessageDelta(message_id="m", text="kept"))
+    await asyncio.wait_for(store.writing.wait(), 5)
+    await journal.close()  # the batch is with the store now, not in the journal's queue
+    assert [e.seq for e in await store.events(run.id)] == [1]
+    await store.close()
+
+
+async def test_nul_in_text_is_stored_as_a_replacement_character(world: World) -> None:
+    """SQLite could hold NUL, Postgres cannot; both store U+FFFD so history is the same on both."""
+    run = await world.store.create_run(world.user, world.conversation, "a\x00b", None)
+    assert run.input == "a\ufffdb"
+    assert [m.content for m in await world.store.messages(world.conversation)] == ["a\ufffdb"]

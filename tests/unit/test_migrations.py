@@ -51,7 +51,7 @@ def version_1(path: Path) -> None:
 async def test_a_version_1_database_upgrades_and_local_becomes_admin(tmp_path: Path) -> None:
     path = tmp_path / "onward.db"
     version_1(path)
-    store = SqlStore(f"sqlite+aiosqlite:///{path}")
+    store = SqlStore(f"sqlite:///{path}")
     await store.init()
     accounts = AccountStore(store)
     try:
@@ -69,16 +69,25 @@ async def test_a_version_1_database_upgrades_and_local_becomes_admin(tmp_path: P
     db = sqlite3.connect(path)
     assert [v for (v,) in db.execute("SELECT version FROM schema_migrations ORDER BY version")] == list(range(1, LATEST + 1))
     db.close()
-    again = SqlStore(f"sqlite+aiosqlite:///{path}")  # a second start applies nothing
+    again = SqlStore(f"sqlite:///{path}")  # a second start applies nothing
     await again.init()
     assert [u.name for u in await AccountStore(again).list_users()] == ["admin"]
     await again.close()
 
 
 async def test_a_fresh_database_is_created_at_the_latest_version(tmp_path: Path) -> None:
-    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}")
+    store = SqlStore(f"sqlite:///{tmp_path / 'fresh.db'}")
     await store.init()
     accounts = AccountStore(store)
     user = await accounts.create_user("solo", None)
     assert user.is_admin is False and user.disabled is False and not await accounts.any_password()
+    await store.close()
+
+
+async def test_an_old_aiosqlite_url_still_opens_the_database(tmp_path: Path) -> None:
+    """The default URL used to name the aiosqlite driver; SQLite now always runs on sqlite3."""
+    store = SqlStore(f"sqlite+aiosqlite:///{tmp_path / 'old.db'}")
+    await store.init()
+    user = await store.ensure_user("someone")
+    assert (await store.create_conversation(user, "t"))["title"] == "t"
     await store.close()

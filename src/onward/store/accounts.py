@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from onward.accounts.values import Account, SessionRecord, TokenRecord
@@ -20,6 +20,12 @@ from onward.store.schema import api_tokens, login_tokens, runs, sessions, users
 from onward.store.sql import SqlStore, _run
 
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
+# Every API request looks its token up: a statement compiled once (see store/sql.py).
+_TOKEN = text(
+    "SELECT users.id, users.name, users.is_admin, users.disabled, users.password_hash, users.created_at, "
+    "api_tokens.id AS token_id, api_tokens.last_used_at FROM api_tokens JOIN users ON users.id = api_tokens.user_id "
+    "WHERE api_tokens.token_hash = :token_hash AND users.disabled = :no"
+)
 _USER_COLUMNS = (users.c.id, users.c.name, users.c.is_admin, users.c.disabled, users.c.password_hash, users.c.created_at)
 
 
@@ -233,12 +239,7 @@ def _list_tokens(conn: Connection, user_id: str) -> list[TokenRecord]:
 
 
 def _token(conn: Connection, token_hash: str) -> tuple[Account, str, float | None] | None:
-    q = (
-        select(*_USER_COLUMNS, api_tokens.c.id.label("token_id"), api_tokens.c.last_used_at)
-        .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
-        .where(and_(api_tokens.c.token_hash == token_hash, users.c.disabled.is_(False)))
-    )
-    row = conn.execute(q).first()
+    row = conn.execute(_TOKEN, {"token_hash": token_hash, "no": False}).first()
     if row is None:
         return None
     return _account(row), row._mapping["token_id"], row._mapping["last_used_at"]

@@ -14,7 +14,18 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    TextClause,
+    and_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from onward.core.events import Event
@@ -30,6 +41,46 @@ from onward.store.schema import conversations, messages, run_events, runs, users
 log = logging.getLogger(__name__)
 
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
+
+# The statements of the hot paths (every run start, stream, replay, claim) as text, compiled once:
+# building a select() or insert() and its cache key cost ~3x the execution itself (230 vs 65 µs).
+_RUN_BY_ID = text("SELECT * FROM runs WHERE id = :id")
+_RUN_BY_ID_AND_USER = text("SELECT * FROM runs WHERE id = :id AND user_id = :user_id")
+_EVENTS_AFTER = text(
+    "SELECT seq, type, ts, body FROM run_events WHERE run_id = :run_id AND seq > :after ORDER BY seq LIMIT :limit"
+)
+_MESSAGES = text("SELECT * FROM messages WHERE conversation_id = :cid ORDER BY position")
+_TOUCH_CONVERSATION = text("UPDATE conversations SET updated_at = :now WHERE id = :cid AND user_id = :user_id")
+_NEXT_POSITION = text("SELECT COALESCE(MAX(position), -1) + 1 FROM messages WHERE conversation_id = :cid")
+_INSERT_RUN = text(
+    "INSERT INTO runs (id, conversation_id, user_id, status, input, model, created_at, last_seq) "
+    "VALUES (:id, :cid, :user_id, :status, :input, :model, :now, 0)"
+)
+_MESSAGE_COLUMNS = (
+    "id", "conversation_id", "position", "role", "content", "tool_calls", "tool_call_id", "reasoning", "run_id",
+    "meta", "created_at",
+)
+_INSERT_MESSAGE = text(
+    f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) VALUES ({', '.join(':' + c for c in _MESSAGE_COLUMNS)})"
+)
+_run_updates: dict[tuple[tuple[str, ...], int], TextClause] = {}
+
+
+def _run_update(columns: tuple[str, ...], expected: int) -> TextClause:
+    """UPDATE runs SET the given columns WHERE id matches (and, with `expected` > 0, the status is
+    one of that many values), compiled once per shape."""
+    key = (columns, expected)
+    stmt = _run_updates.get(key)
+    if stmt is None:
+        unknown = [c for c in columns if c not in runs.c]
+        if unknown:
+            raise ValueError(f"runs has no column {unknown[0]!r}")
+        sets = ", ".join(f"{c} = :v_{c}" for c in columns)
+        where = "id = :run_id"
+        if expected:
+            where += f" AND status IN ({', '.join(f':s{i}' for i in range(expected))})"
+        stmt = _run_updates[key] = text(f"UPDATE runs SET {sets} WHERE {where}")
+    return stmt
 
 
 def _dt(value: float | None) -> datetime | None:
@@ -255,43 +306,26 @@ def _delete_conversation(conn: Connection, user_id: str, conversation_id: str) -
 
 
 def _messages(conn: Connection, conversation_id: str) -> list[Message]:
-    q = select(messages).where(messages.c.conversation_id == conversation_id).order_by(messages.c.position)
-    return [_message(r) for r in conn.execute(q)]
+    return [_message(r) for r in conn.execute(_MESSAGES, {"cid": conversation_id})]
 
 
 def _create_run(conn: Connection, user_id: str, conversation_id: str, text: str, model: str | None) -> Run:
     now = time.time()
     run_id = new_id("run")
     text = _text(text)
-    touched = conn.execute(
-        update(conversations)
-        .where(and_(conversations.c.id == conversation_id, conversations.c.user_id == user_id))
-        .values(updated_at=now)
-    )
-    if touched.rowcount != 1:
+    ids = {"cid": conversation_id, "user_id": user_id}
+    if conn.execute(_TOUCH_CONVERSATION, {**ids, "now": now}).rowcount != 1:
         raise NotFound(f"no conversation {conversation_id!r}")
-    position = conn.execute(
-        select(func.coalesce(func.max(messages.c.position), -1)).where(messages.c.conversation_id == conversation_id)
-    ).scalar_one() + 1
-    conn.execute(
-        insert(runs).values(
-            id=run_id,
-            conversation_id=conversation_id,
-            user_id=user_id,
-            status=RunStatus.QUEUED.value,
-            input=text,
-            model=model,
-            created_at=now,
-            last_seq=0,
-        )
-    )
+    position = int(conn.execute(_NEXT_POSITION, ids).scalar_one())
+    status = RunStatus.QUEUED
+    conn.execute(_INSERT_RUN, {**ids, "id": run_id, "status": status.value, "input": text, "model": model, "now": now})
     msg = Message(role="user", content=text, run_id=run_id)
-    conn.execute(insert(messages).values(**_message_row(conversation_id, position, msg)))
+    conn.execute(_INSERT_MESSAGE, _message_row(conversation_id, position, msg))
     return Run(
         id=run_id,
         conversation_id=conversation_id,
         user_id=user_id,
-        status=RunStatus.QUEUED,
+        status=status,
         input=text,
         model=model,
         created_at=datetime.fromtimestamp(now, UTC),
@@ -299,10 +333,10 @@ def _create_run(conn: Connection, user_id: str, conversation_id: str, text: str,
 
 
 def _get_run(conn: Connection, run_id: str, user_id: str | None) -> Run:
-    q = select(runs).where(runs.c.id == run_id)
-    if user_id is not None:
-        q = q.where(runs.c.user_id == user_id)
-    row = conn.execute(q).first()
+    if user_id is None:
+        row = conn.execute(_RUN_BY_ID, {"id": run_id}).first()
+    else:
+        row = conn.execute(_RUN_BY_ID_AND_USER, {"id": run_id, "user_id": user_id}).first()
     if row is None:
         raise NotFound(f"no run {run_id!r}")
     return _run(row)
@@ -346,24 +380,24 @@ def _write_batch(conn: Connection, batch: WriteBatch, event_sql: tuple[str, str]
     for change in batch.changes:
         if change.expect is None:
             continue
-        res = conn.execute(
-            update(runs)
-            .where(and_(runs.c.id == change.run_id, runs.c.status.in_([s.value for s in change.expect])))
-            .values(**_change_values(change.values))
-        )
-        if res.rowcount != 1:
+        expected = sorted(s.value for s in change.expect)
+        params = _set_params(change.values)
+        params.update({f"s{i}": v for i, v in enumerate(expected)}, run_id=change.run_id)
+        if conn.execute(_run_update(tuple(change.values), len(expected)), params).rowcount != 1:
             raise StaleTransition(change.run_id)
     if batch.messages:
-        conn.execute(insert(messages), [_message_row(m.conversation_id, m.position, m.message) for m in batch.messages])
+        conn.execute(_INSERT_MESSAGE, [_message_row(m.conversation_id, m.position, m.message) for m in batch.messages])
     if batch.events:
         _insert_events(conn, batch.events, event_sql)
     for change in batch.changes:
         if change.expect is None and change.values:
-            conn.execute(update(runs).where(runs.c.id == change.run_id).values(**_change_values(change.values)))
+            params = _set_params(change.values)
+            conn.execute(_run_update(tuple(change.values), 0), {**params, "run_id": change.run_id})
 
 
-def _change_values(values: dict[str, Any]) -> dict[str, Any]:
-    return {k: _text(v) if isinstance(v, str) else v for k, v in values.items()}
+def _set_params(values: dict[str, Any]) -> dict[str, Any]:
+    """The parameters of `_run_update`'s SET clause (text such as `error` without NUL)."""
+    return {f"v_{k}": _text(v) if isinstance(v, str) else v for k, v in values.items()}
 
 
 def _insert_events(conn: Connection, events: list[Event], event_sql: tuple[str, str] | None) -> None:
@@ -388,13 +422,8 @@ def _insert_events(conn: Connection, events: list[Event], event_sql: tuple[str, 
 
 
 def _events(conn: Connection, run_id: str, after: int, limit: int) -> list[Event]:
-    q = (
-        select(run_events.c.seq, run_events.c.type, run_events.c.ts, run_events.c.body)
-        .where(and_(run_events.c.run_id == run_id, run_events.c.seq > after))
-        .order_by(run_events.c.seq)
-        .limit(limit)
-    )
-    return [Event(run_id=run_id, seq=int(r[0]), type=r[1], ts=r[2], json=r[3]) for r in conn.execute(q)]
+    rows = conn.execute(_EVENTS_AFTER, {"run_id": run_id, "after": after, "limit": limit})
+    return [Event(run_id=run_id, seq=int(r[0]), type=r[1], ts=r[2], json=r[3]) for r in rows]
 
 
 def _event_sql(paramstyle: str) -> tuple[str, str] | None:
