@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 from urllib.parse import urlsplit
 
 
@@ -20,8 +21,9 @@ class HttpError(RuntimeError):
 
 
 class _Stream(asyncio.Protocol):
-    def __init__(self, on_body: Callable[[bytes], bool], done: asyncio.Future[int]) -> None:
+    def __init__(self, on_body: Callable[[bytes], bool], done: asyncio.Future[int], ok: int = 200) -> None:
         self._on_body = on_body
+        self._ok = ok
         self._done = done
         self._transport: asyncio.Transport | None = None
         self._buf = b""
@@ -33,8 +35,7 @@ class _Stream(asyncio.Protocol):
         self._error_body = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
 
     def data_received(self, data: bytes) -> None:
         if self._done.done():
@@ -59,7 +60,7 @@ class _Stream(asyncio.Protocol):
             if not data and self._remaining != 0:
                 return
         body, finished = self._decode(data)
-        if self._status != 200:
+        if self._status != self._ok:
             self._error_body += body
             if finished:
                 self._finish()
@@ -107,7 +108,7 @@ class _Stream(asyncio.Protocol):
 
     def _finish(self) -> None:
         if not self._done.done():
-            if self._status == 200:
+            if self._status == self._ok:
                 self._done.set_result(self._status)
             else:
                 self._done.set_exception(HttpError(f"HTTP {self._status}: {self._error_body[:300]!r}"))
@@ -118,7 +119,7 @@ class _Stream(asyncio.Protocol):
         if not self._done.done():
             if self._in_head:
                 self._done.set_exception(ConnectionError(f"connection closed before a response: {exc}"))
-            elif self._status != 200:
+            elif self._status != self._ok:
                 self._done.set_exception(HttpError(f"HTTP {self._status}: {self._error_body[:300]!r}"))
             else:
                 self._done.set_result(self._status)
@@ -131,9 +132,10 @@ async def stream(
     method: str = "GET",
     headers: dict[str, str] | None = None,
     body: bytes | None = None,
+    ok: int = 200,
 ) -> None:
     """Request `url`, call `on_body(payload)` for each read of the response body until it ends or
-    `on_body` returns True (then the connection is dropped). Raises HttpError unless 200."""
+    `on_body` returns True (then the connection is dropped). Raises HttpError unless status `ok`."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     target = parts.path + (f"?{parts.query}" if parts.query else "")
@@ -145,9 +147,23 @@ async def stream(
     request = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + (body or b"")
     loop = asyncio.get_running_loop()
     done: asyncio.Future[int] = loop.create_future()
-    transport, _ = await loop.create_connection(lambda: _Stream(on_body, done), host, port)
+    transport, _ = await loop.create_connection(lambda: _Stream(on_body, done, ok), host, port)
     try:
         transport.write(request)
         await done
     finally:
         transport.close()
+
+
+async def request(
+    url: str, *, method: str = "GET", headers: dict[str, str] | None = None, body: bytes | None = None, ok: int = 200
+) -> bytes:
+    """One request on a connection of its own; the whole response body. Raises HttpError unless `ok`."""
+    parts: list[bytes] = []
+
+    def on_body(data: bytes) -> bool:
+        parts.append(data)
+        return False
+
+    await stream(url, on_body, method=method, headers=headers, body=body, ok=ok)
+    return b"".join(parts)

@@ -17,6 +17,7 @@ from typing import Any
 
 from bench.client import Api
 from bench.harness import Context, Result, cpu_seconds
+from bench.pool import run_async
 from bench.stats import summary
 from onward.testing.server import OnwardServer
 
@@ -30,7 +31,7 @@ def run(ctx: Context) -> Result:
     deltas = ctx.size(100_000, 10_000)
     ctx.llm.script(MATCH, [{"deltas": deltas}])
     with ctx.server(NAME) as srv:
-        return asyncio.run(_measure(ctx, srv, deltas))
+        return run_async(_measure(ctx, srv, deltas))
 
 
 async def _measure(ctx: Context, srv: OnwardServer, deltas: int) -> Result:

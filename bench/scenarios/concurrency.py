@@ -26,7 +26,7 @@ from typing import Any
 from bench import rawhttp
 from bench.client import Api, Frame, event_ts
 from bench.harness import PACED_MODEL, Context, Result, cpu_seconds, runqueue_wait_seconds
-from bench.pool import split, start_time
+from bench.pool import run_async, split, start_time
 from bench.stats import downsample, summary
 from onward.testing.server import OnwardServer
 
@@ -51,7 +51,7 @@ class RunRecord:
 
 async def _follow(api: Api, cid: str, latencies: list[float]) -> RunRecord:
     t_post = time.time()
-    rid = (await api.start_run(cid, TEXT, model=PACED_MODEL))["id"]
+    rid = (await api.start_run_burst(cid, TEXT, model=PACED_MODEL))["id"]
     t_started = time.time()
     last = events = errors = 0
     end: list[Frame] = []
@@ -88,7 +88,7 @@ def _runs_job(args: tuple[str, dict[str, str], list[str], float]) -> tuple[list[
         finally:
             await api.aclose()
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def _llm_job(args: tuple[str, int, float]) -> list[float]:
@@ -108,7 +108,7 @@ def _llm_job(args: tuple[str, int, float]) -> list[float]:
         await asyncio.sleep(max(0.0, at - time.time()))
         return list(await asyncio.gather(*(one() for _ in range(streams))))
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def run(ctx: Context) -> Result:
@@ -138,13 +138,16 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
     samples: dict[str, list[float]] = {}
     metrics: dict[str, float | int | None] = {}
     for n in sizes:
-        cids = asyncio.run(_conversations(srv.url, headers, n))
+        cids = run_async(_conversations(srv.url, headers, n))
         shares = split(cids, ctx.pool.processes)
+        others = {"clients": ctx.pool.pids, "pacer": [ctx.pacer.pid]}
         cpu0, wait0 = cpu_seconds(srv.pid), runqueue_wait_seconds(srv.pid)
+        others0 = {k: sum(cpu_seconds(p) for p in pids) for k, pids in others.items()}
         at = start_time()
         results = ctx.pool.run(_runs_job, [(srv.url, headers, share, at) for share in shares])
         cpu = cpu_seconds(srv.pid) - cpu0
         waited = runqueue_wait_seconds(srv.pid) - wait0
+        others_cpu = {k: sum(cpu_seconds(p) for p in pids) - others0[k] for k, pids in others.items()}
         records = [r for recs, _ in results for r in recs]
         latencies = [v for _, lat in results for v in lat]
         wall = max(r.t_terminal for r in records) - at
@@ -162,6 +165,10 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
             "not_completed": sum(1 for r in records if r.terminal != "run.completed"),
             "server_cpu_s": round(cpu, 2),
             "server_cpu_share": round(cpu / wall, 2),
+            "server_cpu_us_per_event": round(cpu / max(1, sum(r.events for r in records)) * 1e6, 1),
+            # the rest of the machine's two cores: the load generators' share of the same wall time
+            "clients_cpu_share": round(others_cpu["clients"] / wall, 2),
+            "pacer_cpu_share": round(others_cpu["pacer"] / wall, 2),
             "server_runqueue_wait_share": round(waited / wall, 2),
         }
         if not ctx.quick:  # calibration: the LLM servers read directly, no Onward
@@ -179,7 +186,8 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
         ctx.progress(
             f"N={n}: wall {wall:.2f} s (ratio {ratio:.2f}{calibration}), "
             f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms, server CPU {cpu / wall:.0%} "
-            f"(+{waited / wall:.0%} waiting for a CPU)"
+            f"(+{waited / wall:.0%} waiting for a CPU; {row['server_cpu_us_per_event']:.0f} µs per event), "
+            f"clients {row['clients_cpu_share']:.0%}, pacer {row['pacer_cpu_share']:.0%}"
         )
     top = scaling[-1]
     metrics["event_latency_ms_p50"] = top["event_latency_ms"]["p50"]

@@ -10,12 +10,12 @@ The stream is a new connection (as a browser's EventSource opens); the POST reus
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter
 
 from bench.client import Api, Frame
 from bench.harness import Context, Result
+from bench.pool import run_async
 from bench.stats import downsample, summary
 from onward.testing.server import OnwardServer
 
@@ -29,7 +29,7 @@ def run(ctx: Context) -> Result:
     ctx.llm.script(MATCH, [{"text": "ok"}])
     n = ctx.size(200, 20)
     with ctx.server(NAME) as srv:
-        return asyncio.run(_measure(ctx, srv, n))
+        return run_async(_measure(ctx, srv, n))
 
 
 async def _measure(ctx: Context, srv: OnwardServer, n: int) -> Result:

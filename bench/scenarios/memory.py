@@ -26,7 +26,7 @@ from typing import Any
 
 from bench.client import Api, Frame
 from bench.harness import Context, Result, rss_kb
-from bench.pool import split
+from bench.pool import run_async, split
 from onward.testing.server import OnwardServer
 
 NAME = "memory"
@@ -93,7 +93,7 @@ def _warm(ctx: Context, url: str, headers: dict[str, str]) -> None:
         finally:
             await api.aclose()
 
-    asyncio.run(main())
+    run_async(main())
     _settle(ctx)
 
 
@@ -141,7 +141,7 @@ def _active_job(args: tuple[str, dict[str, str], list[str], Queue[Any]]) -> tupl
             await api.aclose()
         return len(cids), completed
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def _active(ctx: Context, srv: OnwardServer, n: int, details: dict[str, Any]) -> float:
@@ -157,7 +157,7 @@ def _active(ctx: Context, srv: OnwardServer, n: int, details: dict[str, Any]) ->
         finally:
             await api.aclose()
 
-    cids = asyncio.run(conversations())
+    cids = run_async(conversations())
     ready = ctx.pool.queue()
     shares = split(cids, ctx.pool.processes)
     t0 = time.monotonic()
@@ -186,7 +186,7 @@ def _active(ctx: Context, srv: OnwardServer, n: int, details: dict[str, Any]) ->
         finally:
             await api.aclose()
 
-    cancel_s, cancelled = asyncio.run(cancel_all())
+    cancel_s, cancelled = run_async(cancel_all())
     ended = sum(done for _, done in (f.result(timeout=300) for f in futures))
     stopped_s = time.monotonic() - t0 - ramp
     _settle(ctx)
@@ -221,7 +221,7 @@ def _short_job(args: tuple[str, dict[str, str], int]) -> int:
             await api.aclose()
         return n
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def _idle(ctx: Context, srv: OnwardServer, m: int, details: dict[str, Any]) -> float:
@@ -244,7 +244,7 @@ def _idle(ctx: Context, srv: OnwardServer, m: int, details: dict[str, Any]) -> f
             finally:
                 await api.aclose()
 
-        listed = asyncio.run(listing())
+        listed = run_async(listing())
         _settle(ctx)
         live = sample_rss(srv.pid)
     finally:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from bench.client import Api, Frame
 from bench.harness import PACED_MODEL, Context, Result
-from bench.pool import split, start_time
+from bench.pool import run_async, split, start_time
 from bench.stats import downsample, summary
 from onward.testing.server import OnwardServer
 
@@ -85,7 +85,7 @@ def _readers_job(args: tuple[str, dict[str, str], str, list[int], float]) -> lis
         finally:
             await api.aclose()
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def run(ctx: Context) -> Result:
@@ -114,12 +114,12 @@ def _measure(ctx: Context, srv: OnwardServer, deltas: int, readers: int) -> Resu
             await api.aclose()
 
     at = start_time(0.0)
-    rid = asyncio.run(start())
+    rid = run_async(start())
     t0 = time.monotonic()
     shares = split(range(readers), ctx.pool.processes)
     logs = [log for part in ctx.pool.run(_readers_job, [(srv.url, headers, rid, s, at) for s in shares]) for log in part]
     seconds = time.monotonic() - t0
-    run = asyncio.run(final(rid))
+    run = run_async(final(rid))
     last_seq = int(str(run["last_seq"]))
     dup = sum(log.duplicates for log in logs)
     gap = sum(log.gaps for log in logs)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from bench.client import Api, Frame, event_json
 from bench.harness import Context, Result, namespace_pid, process_state, run_processes, wait_dead
+from bench.pool import run_async
 from bench.stats import downsample, summary
 from onward.testing.server import OnwardServer
 
@@ -37,7 +38,7 @@ def run(ctx: Context) -> Result:
     ctx.llm.script(MATCH, [{"tool_calls": [{"name": "run_command", "arguments": {"command": COMMAND}}]}])
     n = ctx.size(200, 10)
     with ctx.server(NAME) as srv:
-        return asyncio.run(_measure(ctx, srv, n))
+        return run_async(_measure(ctx, srv, n))
 
 
 @dataclass

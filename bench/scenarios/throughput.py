@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from bench import rawhttp
 from bench.client import Api, Frame, SseParser, event_ts
 from bench.harness import Context, Result, cpu_seconds, runqueue_wait_seconds
-from bench.pool import split, start_time
+from bench.pool import run_async, split, start_time
 from onward.testing.server import OnwardServer
 
 NAME = "throughput"
@@ -92,7 +92,7 @@ def _readers_job(args: tuple[str, dict[str, str], str, int, float]) -> list[Read
         finally:
             await api.aclose()
 
-    return asyncio.run(main())
+    return run_async(main())
 
 
 def run(ctx: Context) -> Result:
@@ -122,7 +122,7 @@ def _measure(ctx: Context, srv: OnwardServer, deltas: int) -> Result:
         finally:
             await api.aclose()
 
-    single, cpu, replay, rid, cid2 = asyncio.run(one_reader())
+    single, cpu, replay, rid, cid2 = run_async(one_reader())
     parse_rate = _parser_ceiling(ctx, srv.url, headers, rid)
 
     async def start_second() -> str:
@@ -134,7 +134,7 @@ def _measure(ctx: Context, srv: OnwardServer, deltas: int) -> Result:
 
     readers = 10
     at = start_time(0.0)
-    rid2 = asyncio.run(start_second())
+    rid2 = run_async(start_second())
     shares = split(range(readers), ctx.pool.processes)
     stats = [s for part in ctx.pool.run(_readers_job, [(srv.url, headers, rid2, len(p), at) for p in shares]) for s in part]
     total = sum(s.events for s in stats)
@@ -189,7 +189,7 @@ def _parser_ceiling(ctx: Context, url: str, headers: dict[str, str], rid: str) -
         chunks.append(data)
         return False
 
-    asyncio.run(rawhttp.stream(f"{url}/api/runs/{rid}/stream", keep, headers=headers))
+    run_async(rawhttp.stream(f"{url}/api/runs/{rid}/stream", keep, headers=headers))
     parser = SseParser()
     t0 = time.perf_counter()
     n = 0
