@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         settings.workspaces_dir.mkdir(exist_ok=True, mode=0o700)  # other host users: keep out
         store = SqlStore(settings.db_url)
         await store.init()
-        bus = MemoryBus(settings.subscriber_queue_events)
+        bus = MemoryBus(settings.subscriber_queue_events, settings.replay_tail_events)
         journal = Journal(store, bus, flush_interval=settings.flush_interval_ms / 1000)
         journal.start()
         account_store = AccountStore(store)

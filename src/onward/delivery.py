@@ -1,7 +1,7 @@
 """Exactly-once delivery of a run's events from any point, for every transport.
 
-Subscribe first, then replay from the store, then take live events, dropping any `seq` already
-delivered. Events are published only after they are committed, so every event is either in the
+Subscribe first, then replay (from the bus's tail of an active run when it reaches back far
+enough, else from the store), then take live events, dropping any `seq` already delivered. Events are published only after they are committed, so every event is either in the
 replay or arrives live after the subscription began: there is no window where one is neither. A
 reader whose live buffer overflows goes back to the store and continues from its last `seq`.
 """
@@ -39,13 +39,18 @@ async def follow(
         sub = bus.subscribe(run_id)
         try:
             while True:
-                page = await store.events(run_id, after=last, limit=PAGE)
+                # An active run's recent events are in the bus (committed ones only, and read
+                # after subscribing, so whatever the snapshot lacks arrives live); else the store.
+                page = bus.recent(run_id, last)
+                complete = page is not None
+                if page is None:
+                    page = await store.events(run_id, after=last, limit=PAGE)
                 if page:
                     last = page[-1].seq
                     yield page
                     if page[-1].terminal:
                         return
-                if len(page) < PAGE:
+                if complete or len(page) < PAGE:
                     break
             if last == after and not seen_active and (await store.get_run(run_id)).status.is_terminal:
                 # Nothing replayed and the run has ended: the reader asked for events after the

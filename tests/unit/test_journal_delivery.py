@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import pytest
 
 from onward.bus.memory import MemoryBus
-from onward.core.events import MessageDelta, RunCompleted, RunStarted
+from onward.core.events import Event, MessageDelta, RunCompleted, RunStarted, encode
 from onward.core.runs import RunStatus
 from onward.delivery import follow, wait_events
 from onward.journal import Journal
@@ -208,3 +208,50 @@ async def test_nul_in_text_is_stored_as_a_replacement_character(world: World) ->
     run = await world.store.create_run(world.user, world.conversation, "a\x00b", None)
     assert run.input == "a\ufffdb"
     assert [m.content for m in await world.store.messages(world.conversation)] == ["a\ufffdb"]
+
+
+def _events(run_id: str, seqs: range, terminal_at: int | None = None) -> list[Event]:
+    return [
+        encode(run_id, seq, RunCompleted() if seq == terminal_at else MessageDelta(message_id="m", text=str(seq)))
+        for seq in seqs
+    ]
+
+
+def test_the_bus_keeps_a_contiguous_tail_of_each_active_run() -> None:
+    bus = MemoryBus(tail_events=4)
+    assert bus.recent("r", 0) is None  # nothing published here: read the store
+    bus.publish(_events("r", range(1, 4)))
+    assert [e.seq for e in bus.recent("r", 0) or []] == [1, 2, 3]
+    assert [e.seq for e in bus.recent("r", 2) or []] == [3]
+    assert bus.recent("r", 3) == []  # nothing newer yet
+    bus.publish(_events("r", range(4, 7)))  # the tail keeps 3..6
+    assert bus.recent("r", 1) is None  # seq 2 is no longer held
+    assert [e.seq for e in bus.recent("r", 2) or []] == [3, 4, 5, 6]
+    bus.publish(_events("r", range(9, 10)))  # a gap (never expected) starts the tail over
+    assert bus.recent("r", 6) is None and [e.seq for e in bus.recent("r", 8) or []] == [9]
+    bus.publish(_events("r", range(10, 11), terminal_at=10))  # ended: readers use the store
+    assert bus.recent("r", 9) is None
+
+
+async def test_a_reconnecting_reader_of_an_active_run_is_served_from_memory(world: World) -> None:
+    """Replay from the tail: exact (same events as the store) and without a store read."""
+    rid = await _started_run(world)
+    for i in range(50):
+        world.journal.record(rid, MessageDelta(message_id="m", text=str(i)))
+    await world.journal.flush()
+    stored = [e.seq for e in await world.store.events(rid)]
+    reads: list[int] = []
+    real_events = world.store.events
+
+    async def counting(run_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        reads.append(after)
+        return await real_events(run_id, after, limit)
+
+    world.store.events = counting  # type: ignore[method-assign]
+    stream = follow(world.store, world.bus, rid, after=10, seen_active=True)
+    first = await anext(stream)
+    assert [e.seq for e in first] == stored[10:] and reads == []
+    world.journal.record(rid, MessageDelta(message_id="m", text="live"))
+    live = await asyncio.wait_for(anext(stream), 5)
+    assert [e.seq for e in live] == [stored[-1] + 1]
+    await stream.aclose()

@@ -2,6 +2,8 @@
 
 A subscription has a bounded buffer. A reader that falls too far behind is not allowed to grow
 memory: its subscription is marked lagged and the reader goes back to the store to catch up.
+A bus may also keep the latest events of each active run (`recent`), so that a reader who
+reconnects after a short drop catches up from memory instead of the store.
 """
 
 from __future__ import annotations
@@ -26,4 +28,10 @@ class Subscription(Protocol):
 class EventBus(Protocol):
     def subscribe(self, run_id: str) -> Subscription: ...
     def publish(self, events: list[Event]) -> None: ...
+
+    def recent(self, run_id: str, after: int) -> list[Event] | None:
+        """Every published event of the run with seq > `after`, if the bus still holds all of
+        them ([] if there are none yet); None if it does not (then read the store)."""
+        ...
+
     async def close(self) -> None: ...

@@ -1,8 +1,10 @@
-"""In-process fan-out for embedded mode: a set of subscriber buffers per run, no copies of events."""
+"""In-process fan-out for embedded mode: a set of subscriber buffers per run, no copies of events,
+and the tail of each active run's log, so a reconnecting reader catches up without the store."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import defaultdict, deque
 
 from onward.bus.base import Lagged
@@ -71,9 +73,14 @@ def _wake(waiter: asyncio.Future[None] | None) -> None:
 
 
 class MemoryBus:
-    def __init__(self, subscriber_limit: int = 10_000) -> None:
+    def __init__(self, subscriber_limit: int = 10_000, tail_events: int = 512) -> None:
         self._subs: defaultdict[str, set[MemorySubscription]] = defaultdict(set)
         self._limit = subscriber_limit
+        self._tail_events = tail_events
+        # The last `tail_events` events of each run with events published here and no terminal
+        # event yet, contiguous by seq. Filled at publish, i.e. after commit, so it holds only
+        # committed events; dropped with the terminal event (readers of a finished run use the store).
+        self._tails: dict[str, deque[Event]] = {}
 
     def subscribe(self, run_id: str) -> MemorySubscription:
         sub = MemorySubscription(self, run_id, self._limit)
@@ -87,8 +94,25 @@ class MemoryBus:
         for e in events:
             by_run.setdefault(e.run_id, []).append(e)
         for run_id, run_events in by_run.items():
+            self._keep(run_id, run_events)
             for sub in list(self._subs.get(run_id, ())):
                 sub._push(run_events)
+
+    def recent(self, run_id: str, after: int) -> list[Event] | None:
+        tail = self._tails.get(run_id)
+        if not tail or tail[0].seq > after + 1:
+            return None
+        return list(itertools.islice(tail, max(0, after + 1 - tail[0].seq), None))
+
+    def _keep(self, run_id: str, events: list[Event]) -> None:
+        if events[-1].terminal or self._tail_events <= 0:
+            self._tails.pop(run_id, None)
+            return
+        tail = self._tails.get(run_id)
+        if tail is None or not tail or events[0].seq != tail[-1].seq + 1:
+            # new here, or not contiguous (never expected): start over from these events
+            tail = self._tails[run_id] = deque(maxlen=self._tail_events)
+        tail.extend(events)
 
     def _drop(self, sub: MemorySubscription) -> None:
         subs = self._subs.get(sub.run_id)
@@ -99,3 +123,4 @@ class MemoryBus:
 
     async def close(self) -> None:
         self._subs.clear()
+        self._tails.clear()
