@@ -1,9 +1,10 @@
 """Exactly-once delivery of a run's events from any point, for every transport.
 
 Subscribe first, then replay (from the bus's tail of an active run when it reaches back far
-enough, else from the store), then take live events, dropping any `seq` already delivered. Events are published only after they are committed, so every event is either in the
-replay or arrives live after the subscription began: there is no window where one is neither. A
-reader whose live buffer overflows goes back to the store and continues from its last `seq`.
+enough, else from the store), then take live events, dropping any `seq` already delivered.
+Events are published only after they are committed, so every event is either in the replay or
+arrives live after the subscription began: there is no window where one is neither. A reader
+whose live buffer overflows goes back to the store and continues from its last `seq`.
 """
 
 from __future__ import annotations
