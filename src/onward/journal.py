@@ -175,30 +175,31 @@ class Journal:
                 continue
             inflight = self._inflight = asyncio.get_running_loop().create_future()
             try:
-                if batch:
-                    await self.store.write(batch)
-            except asyncio.CancelledError:
+                written = await self._commit(batch, waiters)
+            finally:
                 self._inflight = None
                 inflight.set_result(None)
-                raise
-            except Exception:
-                # Never drop or renumber: put the batch back in front of what came since and
-                # retry. Runs waiting on a durable step wait with it (natural backpressure).
-                self._failures += 1
-                delay = min(0.05 * 2 ** min(self._failures, 5), 1.0)
-                log.exception("journal write failed (%d events); retrying in %.2f s", len(batch.events), delay)
-                self._requeue(batch, waiters)
-                self._inflight = None
-                inflight.set_result(None)
-                await asyncio.sleep(delay)
-                continue
-            self._failures = 0
-            self.bus.publish(batch.events)
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
-            self._inflight = None
-            inflight.set_result(None)
+            if not written:
+                await asyncio.sleep(min(0.05 * 2 ** min(self._failures, 5), 1.0))
+
+    async def _commit(self, batch: WriteBatch, waiters: list[asyncio.Future[None]]) -> bool:
+        """Write, then publish and wake the waiters; on failure put everything back (False)."""
+        try:
+            if batch:
+                await self.store.write(batch)
+        except Exception:
+            # Never drop or renumber: put the batch back in front of what came since and
+            # retry. Runs waiting on a durable step wait with it (natural backpressure).
+            self._failures += 1
+            log.exception("journal write failed (%d events, failure %d); retrying", len(batch.events), self._failures)
+            self._requeue(batch, waiters)
+            return False
+        self._failures = 0
+        self.bus.publish(batch.events)
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(None)
+        return True
 
     def _requeue(self, batch: WriteBatch, waiters: list[asyncio.Future[None]]) -> None:
         later = self._batch

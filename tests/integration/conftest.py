@@ -9,16 +9,15 @@ from __future__ import annotations
 import os
 import secrets
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import asyncpg
 import pytest
 from sqlalchemy.engine import URL, make_url
 
 from onward.bus.memory import MemoryBus
-from onward.journal import Journal
 from onward.store.accounts import AccountStore
 from onward.store.sql import SqlStore
+from tests.worlds import World, open_world
 
 DEFAULT_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 
@@ -78,22 +77,8 @@ def accounts(store: SqlStore) -> AccountStore:
     return AccountStore(store)
 
 
-@dataclass
-class World:
-    store: SqlStore
-    bus: MemoryBus
-    journal: Journal
-    user: str
-    conversation: str
-
-
 @pytest.fixture
 async def world(store: SqlStore) -> AsyncIterator[World]:
     """The store with a journal writing through it and a user with one conversation."""
-    bus = MemoryBus()
-    journal = Journal(store, bus, flush_interval=0.005)
-    journal.start()
-    user = await store.ensure_user("ann")
-    conversation = await store.create_conversation(user, "first")
-    yield World(store, bus, journal, user, conversation["id"])
-    await journal.close()
+    async with open_world(store, MemoryBus(), user="ann") as w:
+        yield w

@@ -13,8 +13,7 @@ from onward.core.runs import RunStatus
 from onward.delivery import follow
 from onward.journal import Journal
 from onward.store.base import RunChange, StaleTransition, StoredMessage, WriteBatch
-
-from .conftest import World
+from tests.worlds import World
 
 
 async def _started_run(w: World, text: str = "hi") -> str:

@@ -18,8 +18,7 @@ from onward.store.db import Database
 from onward.store.migrations import LATEST, MIGRATIONS
 from onward.store.schema import metadata, schema_migrations
 from onward.store.sql import SqlStore
-
-from .conftest import World
+from tests.worlds import World
 
 # migrations ------------------------------------------------------------------------------------
 

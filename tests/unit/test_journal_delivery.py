@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 
 import pytest
+from tests.worlds import World, open_world
 
 from onward.bus.memory import MemoryBus
 from onward.core.events import Event, MessageDelta, RunCompleted, RunStarted, encode
@@ -17,26 +17,12 @@ from onward.journal import Journal
 from onward.store.sql import SqlStore
 
 
-@dataclass
-class World:
-    store: SqlStore
-    bus: MemoryBus
-    journal: Journal
-    user: str
-    conversation: str
-
-
 @pytest.fixture
 async def world(tmp_path) -> AsyncIterator[World]:  # type: ignore[no-untyped-def]
     store = SqlStore(f"sqlite:///{tmp_path / 'onward.db'}")
     await store.init()
-    bus = MemoryBus(subscriber_limit=500)
-    journal = Journal(store, bus, flush_interval=0.005)
-    journal.start()
-    user = await store.ensure_user("local")
-    conv = await store.create_conversation(user, "t")
-    yield World(store, bus, journal, user, conv["id"])
-    await journal.close()
+    async with open_world(store, MemoryBus(subscriber_limit=500)) as w:
+        yield w
     await store.close()
 
 
@@ -231,6 +217,9 @@ def test_the_bus_keeps_a_contiguous_tail_of_each_active_run() -> None:
     assert bus.recent("r", 6) is None and [e.seq for e in bus.recent("r", 8) or []] == [9]
     bus.publish(_events("r", range(10, 11), terminal_at=10))  # ended: readers use the store
     assert bus.recent("r", 9) is None
+    off = MemoryBus(tail_events=0)  # replay_tail_events=0: always the store
+    off.publish(_events("r", range(1, 3)))
+    assert off.recent("r", 0) is None
 
 
 async def test_a_reconnecting_reader_of_an_active_run_is_served_from_memory(world: World) -> None:

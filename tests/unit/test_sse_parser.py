@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from onward.llm.sse import iter_sse_data
+from onward.llm.sse import BlockSplitter, parse_block
 
 BODY = (
     b": keep-alive\n\n"
@@ -18,13 +16,11 @@ BODY = (
 EXPECTED = [(b"", b'{"a":1}'), (b"error", b"line one\nline two"), (b"", b"no-space"), (b"", b"[DONE]")]
 
 
-async def _feed(chunks: list[bytes]) -> AsyncIterator[bytes]:
-    for c in chunks:
-        yield c
-
-
 async def _parse(chunks: list[bytes]) -> list[tuple[bytes, bytes]]:
-    return [e async for e in iter_sse_data(_feed(chunks))]
+    """(event, data) of every SSE event, as FastStream.batches() cuts and reads them."""
+    splitter = BlockSplitter()
+    blocks = [b for chunk in chunks for b in splitter.feed(chunk)] + splitter.end()
+    return [parsed for parsed in map(parse_block, blocks) if parsed is not None]
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 1000])

@@ -44,21 +44,7 @@ class BlockSplitter:
         return [rest] if rest.strip() else []
 
 
-async def iter_sse_data(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[bytes, bytes]]:
-    """(event, data) for each SSE event in a byte stream; comments and ids are skipped."""
-    splitter = BlockSplitter()
-    async for chunk in chunks:
-        for block in splitter.feed(chunk):
-            parsed = _parse_block(block)
-            if parsed is not None:
-                yield parsed
-    for block in splitter.end():
-        parsed = _parse_block(block)
-        if parsed is not None:
-            yield parsed
-
-
-def _parse_block(block: bytes) -> tuple[bytes, bytes] | None:
+def parse_block(block: bytes) -> tuple[bytes, bytes] | None:
     if block.startswith(b"data: ") and b"\n" not in block:
         return b"", block[6:]  # the common case: one data line
     event = b""
@@ -142,7 +128,7 @@ def _decode(blocks: list[bytes], response: Any) -> tuple[list[Any], bool]:
     """The JSON values of complete SSE blocks, and whether `[DONE]` was among them."""
     values: list[Any] = []
     for block in blocks:
-        parsed = _parse_block(block)
+        parsed = parse_block(block)
         if parsed is None:
             continue
         data = parsed[1]
