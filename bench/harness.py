@@ -268,8 +268,15 @@ def runqueue_wait_seconds(pid: int) -> float:
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time `pid` has used so far."""
+    return sum(cpu_split(pid))
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU time `pid` has used so far; system time is mostly the kernel's side of
+    sockets (every read and write of a stream is a system call)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 @dataclass

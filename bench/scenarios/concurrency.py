@@ -25,7 +25,14 @@ from typing import Any
 
 from bench import rawhttp
 from bench.client import Api, Frame, event_ts
-from bench.harness import PACED_MODEL, Context, Result, cpu_seconds, runqueue_wait_seconds
+from bench.harness import (
+    PACED_MODEL,
+    Context,
+    Result,
+    cpu_seconds,
+    cpu_split,
+    runqueue_wait_seconds,
+)
 from bench.pool import run_async, split, start_time
 from bench.stats import downsample, summary
 from onward.testing.server import OnwardServer
@@ -141,11 +148,12 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
         cids = run_async(_conversations(srv.url, headers, n))
         shares = split(cids, ctx.pool.processes)
         others = {"clients": ctx.pool.pids, "pacer": [ctx.pacer.pid]}
-        cpu0, wait0 = cpu_seconds(srv.pid), runqueue_wait_seconds(srv.pid)
+        (user0, sys0), wait0 = cpu_split(srv.pid), runqueue_wait_seconds(srv.pid)
         others0 = {k: sum(cpu_seconds(p) for p in pids) for k, pids in others.items()}
         at = start_time()
         results = ctx.pool.run(_runs_job, [(srv.url, headers, share, at) for share in shares])
-        cpu = cpu_seconds(srv.pid) - cpu0
+        user1, sys1 = cpu_split(srv.pid)
+        cpu, system = user1 + sys1 - user0 - sys0, sys1 - sys0
         waited = runqueue_wait_seconds(srv.pid) - wait0
         others_cpu = {k: sum(cpu_seconds(p) for p in pids) - others0[k] for k, pids in others.items()}
         records = [r for recs, _ in results for r in recs]
@@ -165,6 +173,7 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
             "not_completed": sum(1 for r in records if r.terminal != "run.completed"),
             "server_cpu_s": round(cpu, 2),
             "server_cpu_share": round(cpu / wall, 2),
+            "server_system_cpu_s": round(system, 2),  # the kernel's part: socket reads and writes
             "server_cpu_us_per_event": round(cpu / max(1, sum(r.events for r in records)) * 1e6, 1),
             # the rest of the machine's two cores: the load generators' share of the same wall time
             "clients_cpu_share": round(others_cpu["clients"] / wall, 2),
@@ -186,7 +195,8 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
         ctx.progress(
             f"N={n}: wall {wall:.2f} s (ratio {ratio:.2f}{calibration}), "
             f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms, server CPU {cpu / wall:.0%} "
-            f"(+{waited / wall:.0%} waiting for a CPU; {row['server_cpu_us_per_event']:.0f} µs per event), "
+            f"(+{waited / wall:.0%} waiting for a CPU; {row['server_cpu_us_per_event']:.0f} µs per event, "
+            f"{system / max(cpu, 1e-9):.0%} of it in the kernel), "
             f"clients {row['clients_cpu_share']:.0%}, pacer {row['pacer_cpu_share']:.0%}"
         )
     top = scaling[-1]

@@ -1,15 +1,16 @@
-"""Any OpenAI-compatible chat-completions endpoint, through the `openai` SDK's async client.
+"""Any OpenAI-compatible chat-completions endpoint, over Onward's own small HTTP client.
 
-Design decision: the SDK only transports; the retry policy is ours. A retry is safe only before
-the first chunk reaches the engine (after that it would duplicate text the user has already seen),
-so the SDK's own retries are off, and a stream that breaks after it started is a clear LLMError.
-Chunks are read as plain JSON (`cast_to=object`): building the SDK's pydantic models costs about
-0.6 ms per chunk, which capped a stream at ~3,000 deltas/s.
+Design decision: the retry policy is ours. A retry is safe only before the first chunk reaches the
+engine (after that it would duplicate text the user has already seen), so a stream that breaks
+after it started is a clear LLMError. The wire format is plain JSON both ways: requests are
+serialized by orjson and chunks read as dicts, never as SDK models (building those cost ~0.6 ms
+per chunk; sending through the SDK ~1 ms of CPU per request; see `llm/http.py`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import logging
 import random
@@ -19,15 +20,7 @@ from collections.abc import AsyncGenerator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from openai import (
-    APIConnectionError,
-    APIError,
-    APIStatusError,
-    APITimeoutError,
-    AsyncOpenAI,
-    DefaultAioHttpClient,
-    Timeout,
-)
+import orjson
 
 from onward.config import ModelConfig, Settings
 from onward.errors import LLMError
@@ -38,7 +31,16 @@ from onward.llm.base import (
     TextChunk,
     ToolCallChunk,
 )
-from onward.llm.sse import FastStream
+from onward.llm.http import (
+    ConnectFailed,
+    ConnectionBroken,
+    HttpClient,
+    ReadTimeout,
+    Response,
+    StatusError,
+    TransportError,
+)
+from onward.llm.sse import BlockSplitter, StreamError, decode
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +131,9 @@ class OpenAICompatProvider:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self._include_usage = True  # switched off for servers that reject stream_options
-        timeout = Timeout(read_timeout_s, connect=connect_timeout_s)
-        self._client = AsyncOpenAI(
-            base_url=base_url,
-            api_key=api_key or "not-needed",  # local servers take no key; the SDK insists on one
-            max_retries=0,
-            timeout=timeout,
-            # The SDK's aiohttp transport: its C HTTP parser costs a fraction of the pure-Python
-            # one per streamed chunk, which is what limits many concurrent runs.
-            http_client=DefaultAioHttpClient(timeout=timeout),
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = HttpClient(
+            base_url, headers=headers, connect_timeout=connect_timeout_s, read_timeout=read_timeout_s
         )
 
     @classmethod
@@ -152,8 +148,8 @@ class OpenAICompatProvider:
         )
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.close()
+        """Close the kept-alive connections."""
+        await self._http.aclose()
 
     async def stream(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], *, model: str
@@ -165,27 +161,27 @@ class OpenAICompatProvider:
             yielded = False
             try:
                 response = await self._open(messages, tools, model)
-                async with response:
-                    calls = ToolCallAccumulator()
-                    finish: str | None = None
-                    usage: dict[str, Any] = {}
-                    async for batch in response.batches():
-                        for chunk in batch:
-                            if not isinstance(chunk, dict):
-                                continue
-                            if isinstance(chunk.get("usage"), dict):
-                                usage = chunk["usage"]
-                            for choice in chunk.get("choices") or ():
-                                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                                    continue
-                                finish = choice.get("finish_reason") or finish
-                                for out in _convert(choice.get("delta"), calls):
-                                    yielded = True
-                                    yield out
-                calls.check_complete()
-                yield StreamEnd(finish_reason=finish, usage=usage)
+                turn = _Turn()
+                try:
+                    splitter = BlockSplitter()
+                    async for pieces in response.chunks():
+                        values, done = decode(splitter.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces)))
+                        for out in turn.read(values):
+                            yielded = True
+                            yield out
+                        if done:
+                            await _drain(response)  # so the connection can serve the next call
+                            break
+                    else:  # the body ended without [DONE]: a last event may lack its blank line
+                        for out in turn.read(decode(splitter.end())[0]):
+                            yielded = True
+                            yield out
+                finally:
+                    response.close()
+                turn.calls.check_complete()
+                yield StreamEnd(finish_reason=turn.finish, usage=turn.usage)
                 return
-            except APIError as exc:
+            except (TransportError, StatusError) as exc:
                 if yielded:
                     raise LLMError(f"LLM stream broke after it started: {self._describe(exc)}") from exc
                 if self._drop_usage_option(exc):
@@ -201,6 +197,9 @@ class OpenAICompatProvider:
                     self._describe(exc), attempt, self.max_retries, delay,
                     extra={"base_url": self.base_url, "model": model},
                 )
+            except StreamError as exc:
+                stage = "LLM stream broke after it started" if yielded else "LLM endpoint reported an error"
+                raise LLMError(f"{stage}: {exc}") from exc
             except LLMError:
                 raise
             except Exception as exc:  # garbage from a server that is only roughly compatible
@@ -208,65 +207,82 @@ class OpenAICompatProvider:
                 raise LLMError(f"{stage}: {exc!r}") from exc
             await asyncio.sleep(delay)
 
-    async def _open(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str
-    ) -> FastStream:
+    async def _open(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], model: str) -> Response:
         body: dict[str, Any] = {"model": model, "messages": messages, "stream": True}
         if tools:  # strict servers reject an empty list
             body["tools"] = tools
         if self._include_usage:
             body["stream_options"] = {"include_usage": True}
-        # The SDK's documented way to call an endpoint with an untyped result: same transport,
-        # auth and error mapping as chat.completions.create, chunks as plain JSON.
-        stream: FastStream = await self._client.post(
-            "/chat/completions", body=body, cast_to=object, stream=True, stream_cls=FastStream
-        )
-        return stream
+        return await self._http.post("/chat/completions", orjson.dumps(body), accept="text/event-stream")
 
-    def _drop_usage_option(self, exc: APIError) -> bool:
+    def _drop_usage_option(self, exc: Exception) -> bool:
         """A server that rejects stream_options gets the request again without it (once)."""
-        if not self._include_usage or not isinstance(exc, APIStatusError):
+        if not self._include_usage or not isinstance(exc, StatusError):
             return False
-        if exc.status_code in (400, 422) and "stream_options" in _server_message(exc):
+        if exc.status in (400, 422) and "stream_options" in _server_message(exc):
             logger.info("%s does not accept stream_options; usage will be missing", self.base_url)
             self._include_usage = False
             return True
         return False
 
-    def _describe(self, exc: APIError) -> str:
-        refused = _refusal(exc)
-        if refused is not None:
-            return f"connection error with {self.base_url}: {refused}"
-        if isinstance(exc, APITimeoutError):
-            if "Connect" in type(exc.__cause__).__name__:
-                return f"could not connect to {self.base_url} within {self.connect_timeout_s:g} s"
+    def _describe(self, exc: Exception) -> str:
+        if isinstance(exc, ConnectFailed) and exc.timeout:
+            return f"could not connect to {self.base_url} within {self.connect_timeout_s:g} s"
+        if isinstance(exc, ReadTimeout):
             return f"the endpoint sent nothing for {self.read_timeout_s:g} s"
-        if isinstance(exc, APIConnectionError):
-            return f"connection error with {self.base_url}: {exc.__cause__ or exc.message}"
-        if isinstance(exc, APIStatusError):
-            return f"HTTP {exc.status_code}: {_server_message(exc)}"
-        return _server_message(exc)
+        if isinstance(exc, StatusError):
+            return f"HTTP {exc.status}: {_server_message(exc)}"
+        return f"connection error with {self.base_url}: {exc}"
 
-    def _failure(self, exc: APIError, attempts: int) -> str:
+    def _failure(self, exc: Exception, attempts: int) -> str:
         tries = f"{attempts} attempt{'s' if attempts != 1 else ''}"
-        if isinstance(exc, APIStatusError):
+        if isinstance(exc, StatusError):
             if _retryable(exc):
-                return f"LLM endpoint returned {exc.status_code} after {tries}: {_server_message(exc)}"
-            return f"LLM endpoint rejected the request ({exc.status_code}): {_server_message(exc)}"
-        if isinstance(exc, APITimeoutError) and "Connect" not in type(exc.__cause__).__name__ and _refusal(exc) is None:
+                return f"LLM endpoint returned {exc.status} after {tries}: {_server_message(exc)}"
+            return f"LLM endpoint rejected the request ({exc.status}): {_server_message(exc)}"
+        if isinstance(exc, ReadTimeout):
             return f"LLM endpoint sent nothing for {self.read_timeout_s:g} s ({tries})"
-        if isinstance(exc, APIConnectionError):
-            return f"LLM call failed after {tries}: {self._describe(exc)}"
-        return f"LLM endpoint reported an error: {self._describe(exc)}"
+        return f"LLM call failed after {tries}: {self._describe(exc)}"
 
-    def _delay(self, attempt: int, exc: APIError) -> float:
+    def _delay(self, attempt: int, exc: Exception) -> float:
         """Exponential backoff with a little jitter; a Retry-After header wins, up to retry_max_s."""
-        if isinstance(exc, APIStatusError):
-            after = _retry_after(exc.response.headers)
+        if isinstance(exc, StatusError):
+            after = _retry_after(exc.headers)
             if after is not None:
                 return min(after, self.retry_max_s)
         backoff = self.retry_base_s * 2.0 ** (attempt - 1)
         return min(backoff * (1 + random.random() * 0.1), self.retry_max_s)
+
+
+class _Turn:
+    """One completion being read: chunks (plain dicts) in, normalized StreamChunks out."""
+
+    def __init__(self) -> None:
+        self.calls = ToolCallAccumulator()
+        self.finish: str | None = None
+        self.usage: dict[str, Any] = {}
+
+    def read(self, values: list[Any]) -> Iterator[StreamChunk]:
+        for chunk in values:
+            if not isinstance(chunk, dict):
+                continue
+            if isinstance(chunk.get("usage"), dict):
+                self.usage = chunk["usage"]
+            for choice in chunk.get("choices") or ():
+                if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                    continue
+                self.finish = choice.get("finish_reason") or self.finish
+                yield from _convert(choice.get("delta"), self.calls)
+
+
+async def _drain(response: Response) -> None:
+    """Read what follows `[DONE]` (usually just the body's end) for a moment, then give up on it."""
+    if response.complete:
+        return
+    with contextlib.suppress(TransportError, TimeoutError):
+        async with asyncio.timeout(1):
+            async for _ in response.chunks():
+                pass
 
 
 def _convert(delta: Any, calls: ToolCallAccumulator) -> Iterator[StreamChunk]:
@@ -283,35 +299,28 @@ def _convert(delta: Any, calls: ToolCallAccumulator) -> Iterator[StreamChunk]:
         yield from calls.feed(tool_calls)
 
 
-def _retryable(exc: APIError) -> bool:
-    if isinstance(exc, APIStatusError):
-        return exc.status_code in _RETRYABLE_STATUS or exc.status_code >= 500
-    return isinstance(exc, APIConnectionError)  # includes timeouts
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, StatusError):
+        return exc.status in _RETRYABLE_STATUS or exc.status >= 500
+    return isinstance(exc, (ConnectFailed, ConnectionBroken, ReadTimeout))
 
 
-def _refusal(exc: BaseException) -> BaseException | None:
-    """The refused/unreachable connection behind an error, if any. The aiohttp transport reports a
-    refused connection as a connect *timeout*; a person needs to hear "refused", at once."""
-    seen: BaseException | None = exc
-    for _ in range(8):
-        if seen is None:
-            return None
-        if isinstance(seen, ConnectionRefusedError) or type(seen).__name__ == "ClientConnectorError":
-            return seen
-        seen = seen.__cause__ or seen.__context__
-    return None
+def _server_message(exc: StatusError) -> str:
+    """What the server said: `{"error": {"message": …}}`, `{"message": …}`, or the body's text."""
+    try:
+        body = orjson.loads(exc.body)
+    except orjson.JSONDecodeError:
+        text = exc.body.decode("utf-8", "replace").strip()
+        return text[:1000] if text else f"HTTP {exc.status}"
+    error = body.get("error", body) if isinstance(body, dict) else body
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])
+    if isinstance(error, str) and error:
+        return error
+    return orjson.dumps(body).decode()[:1000]
 
 
-def _server_message(exc: APIError) -> str:
-    body = exc.body
-    if isinstance(body, dict) and isinstance(body.get("message"), str):
-        return str(body["message"])
-    if isinstance(body, str) and body:
-        return body
-    return exc.message
-
-
-def _retry_after(headers: Any) -> float | None:
+def _retry_after(headers: dict[str, str]) -> float | None:
     """Seconds from `retry-after-ms` or `retry-after` (seconds or an HTTP date)."""
     raw_ms = headers.get("retry-after-ms")
     try:

@@ -1,20 +1,14 @@
-"""A fast reader of an OpenAI-style SSE response, plugged into the SDK as its stream class.
+"""Server-Sent Events of an OpenAI-style stream: bytes cut on blank lines, `data:` decoded by orjson.
 
-The SDK still builds, authenticates and sends the request and maps HTTP errors; only the parsing
-of the stream body is ours: bytes split on blank lines, `data:` payloads decoded with orjson. The
-SDK's line-by-line decoder and model construction cost more per chunk than the rest of a run's
-path together, and a fast local model can emit thousands of chunks per second.
+Works on whole network reads, not lines: a fast local model emits thousands of chunks a second
+and under load one read holds many of them, so the cost per chunk is a split and a JSON decode.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from openai import APIConnectionError, APIError, APITimeoutError, AsyncStream
 
 
 class BlockSplitter:
@@ -60,71 +54,11 @@ def parse_block(block: bytes) -> tuple[bytes, bytes] | None:
     return event, b"\n".join(data)
 
 
-class FastStream(AsyncStream[object]):
-    """The SDK's AsyncStream with our parser: each chunk a plain JSON value.
-
-    `batches()` hands over the chunks of one network read together, so the provider handles a
-    read in one step: under load a read holds many chunks, and each async layer between the
-    socket and the engine costs a suspension per item it passes on.
-    """
-
-    async def __stream__(self) -> AsyncIterator[Any]:
-        async for values in self.batches():
-            for value in values:
-                yield value
-
-    async def batches(self) -> AsyncIterator[list[Any]]:
-        """The `data:` values of each network read, decoded, until `[DONE]` or the body's end."""
-        response = self.response
-        splitter = BlockSplitter()
-        reads = self._bytes()
-        try:
-            async for chunk in reads:
-                values, done = _decode(splitter.feed(chunk), response)
-                if values:
-                    yield values
-                if done:
-                    with contextlib.suppress(Exception):
-                        async with asyncio.timeout(1):  # finish the body so the connection is reused
-                            async for _ in reads:
-                                pass
-                    return
-            values, _done = _decode(splitter.end(), response)
-            if values:
-                yield values
-        finally:
-            await response.aclose()
-
-    async def _bytes(self) -> AsyncIterator[bytes]:
-        """The body as it arrives: straight from aiohttp's reader when the SDK's aiohttp transport
-        is in use (two wrappers fewer per read), else through the httpx-style response."""
-        raw = _aiohttp_reader(self.response)
-        source = raw.iter_any() if raw is not None else self.response.aiter_bytes()
-        try:
-            async for chunk in source:
-                yield chunk
-        except APIError:
-            raise
-        except Exception as err:  # the transport's own exception types vary across SDK versions
-            if "timeout" in type(err).__name__.lower():
-                raise APITimeoutError(request=self.response.request) from err
-            raise APIConnectionError(request=self.response.request) from err
+class StreamError(Exception):
+    """The server reported an error inside the stream (an `{"error": …}` event)."""
 
 
-def _aiohttp_reader(response: Any) -> Any:
-    """aiohttp's body reader under the SDK's response wrappers, or None (another transport)."""
-    stream = getattr(response, "stream", None)
-    for _ in range(4):  # httpx's timing wrapper, then the SDK's aiohttp transport stream
-        if stream is None:
-            return None
-        raw = getattr(stream, "_aiohttp_response", None)
-        if raw is not None:
-            return getattr(raw, "content", None)
-        stream = getattr(stream, "_stream", None)
-    return None
-
-
-def _decode(blocks: list[bytes], response: Any) -> tuple[list[Any], bool]:
+def decode(blocks: list[bytes]) -> tuple[list[Any], bool]:
     """The JSON values of complete SSE blocks, and whether `[DONE]` was among them."""
     values: list[Any] = []
     for block in blocks:
@@ -137,11 +71,7 @@ def _decode(blocks: list[bytes], response: Any) -> tuple[list[Any], bool]:
         value = orjson.loads(data)
         if isinstance(value, dict) and value.get("error"):
             error = value["error"]
-            message = error.get("message") if isinstance(error, dict) else None
-            raise APIError(
-                message=message if isinstance(message, str) else "An error occurred during streaming",
-                request=response.request,
-                body=error,
-            )
+            message = error.get("message") if isinstance(error, dict) else error
+            raise StreamError(message if isinstance(message, str) and message else "an error occurred during streaming")
         values.append(value)
     return values, False
