@@ -244,3 +244,42 @@ async def test_a_reconnecting_reader_of_an_active_run_is_served_from_memory(worl
     live = await asyncio.wait_for(anext(stream), 5)
     assert [e.seq for e in live] == [stored[-1] + 1]
     await stream.aclose()
+
+
+async def test_a_batch_of_many_runs_is_stored_exactly(world: World) -> None:
+    """One group commit spanning runs (SQLite writes it as one JSON-fed statement): every event
+    back byte for byte, with its ts, and every run's last_seq."""
+    runs = []
+    for _ in range(3):  # one active run per conversation
+        world.conversation = (await world.store.create_conversation(world.user, "another"))["id"]
+        runs.append(await _started_run(world))
+    recorded: dict[str, list[Event]] = {rid: [] for rid in runs}
+    for i in range(200):
+        rid = runs[i % 3]
+        text = random.choice(["x", 'quote " and \\ slash', "ünï 😀", "line\nbreak"]) + str(i)
+        recorded[rid] += world.journal.record(rid, MessageDelta(message_id="m", text=text))
+    await world.journal.flush()
+    for rid in runs:
+        stored = await world.store.events(rid, 1, 1000)
+        assert [(e.seq, e.type, e.json, e.ts) for e in stored] == [
+            (e.seq, e.type, e.json, e.ts) for e in recorded[rid]
+        ]
+        assert (await world.store.get_run(rid)).last_seq == recorded[rid][-1].seq
+
+
+async def test_wal_checkpoints_run_off_the_write_path(world: World) -> None:
+    """The writer never checkpoints (autocheckpoint off); the database does it on its own thread
+    after writes, and the WAL's frames are all copied back."""
+    db = world.store.db
+    assert db.is_sqlite
+    with db._writer.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    db.checkpoint_interval = 0  # every write may start one
+    rid = await _started_run(world)
+    for i in range(500):
+        world.journal.record(rid, MessageDelta(message_id="m", text="y" * 200 + str(i)))
+    await world.journal.flush()
+    result = await db.checkpoint()
+    assert result is not None
+    busy, frames, copied = result
+    assert busy == 0 and frames > 0 and copied == frames

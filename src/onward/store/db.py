@@ -8,12 +8,20 @@ writes). A whole operation, however many statements, costs the event loop one fu
 async driver each statement, fetch and commit was a hop of its own, and under load every hop waits
 a full event-loop iteration: a group commit took hundreds of milliseconds at 200 runs.
 Postgres keeps the async engine (asyncpg); the same functions run through `run_sync`.
+
+Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread of their
+own, at most once a second after writes, never inside a commit: SQLite's automatic checkpoint ran
+in whichever commit crossed 1,000 pages and stalled the writer — and every run's events behind it —
+for hundreds of milliseconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
+import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -29,6 +37,10 @@ T = TypeVar("T")
 Operation = Callable[Concatenate[Connection, P], T]
 
 READ_THREADS = 4
+CHECKPOINT_INTERVAL_S = 1.0
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
+
+log = logging.getLogger(__name__)
 
 
 class Database:
@@ -46,10 +58,17 @@ class Database:
             args = {"timeout": 30, "check_same_thread": False}
             self._writer = create_engine(parsed, connect_args=args, pool_size=1, max_overflow=0)
             self._reader = create_engine(parsed, connect_args=args, pool_size=READ_THREADS, max_overflow=0)
-            for engine in (self._writer, self._reader):
+            self._checkpointer = create_engine(parsed, connect_args=args, pool_size=1, max_overflow=0)
+            for engine in (self._writer, self._reader, self._checkpointer):
                 event.listen(engine, "connect", _sqlite_pragmas)
+            event.listen(self._writer, "connect", _writer_pragmas)
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="onward-db-write")
             self._read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="onward-db-read")
+            self._checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="onward-db-checkpoint")
+            self.checkpoint_interval = CHECKPOINT_INTERVAL_S
+            self.last_checkpoint: tuple[int, int, int] | None = None  # (busy, WAL frames, frames copied)
+            self._checkpoint_at = time.monotonic()
+            self._checkpointing: concurrent.futures.Future[None] | None = None
             self.dialect = self._writer.dialect
         else:
             self._async = create_async_engine(parsed, pool_size=10, max_overflow=20)
@@ -69,17 +88,45 @@ class Database:
             async with self._async.begin() as conn:
                 return await conn.run_sync(op, *args, **kwargs)
         call = functools.partial(_in_transaction, self._writer, op, *args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(self._write_thread, call)
+        result = await asyncio.get_running_loop().run_in_executor(self._write_thread, call)
+        if time.monotonic() - self._checkpoint_at >= self.checkpoint_interval:
+            self._start_checkpoint()
+        return result
+
+    def _start_checkpoint(self) -> None:
+        if self._checkpointing is not None and not self._checkpointing.done():
+            return
+        self._checkpoint_at = time.monotonic()
+        self._checkpointing = self._checkpoint_thread.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        """Copy what the WAL holds into the database file, waiting for nobody (PASSIVE)."""
+        try:
+            with self._checkpointer.connect() as conn:
+                busy, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+            self.last_checkpoint = (int(busy), int(frames), int(copied))
+        except Exception:
+            log.exception("WAL checkpoint failed; the next write tries again")
+
+    async def checkpoint(self) -> tuple[int, int, int] | None:
+        """Run a checkpoint now (SQLite) and return its (busy, WAL frames, frames copied)."""
+        if not self.is_sqlite:
+            return None
+        self._start_checkpoint()
+        if self._checkpointing is not None:
+            await asyncio.wrap_future(self._checkpointing)
+        return self.last_checkpoint
 
     async def close(self) -> None:
         if self._async is not None:
             await self._async.dispose()
             return
         loop = asyncio.get_running_loop()
-        for pool in (self._write_thread, self._read_threads):
+        for pool in (self._write_thread, self._read_threads, self._checkpoint_thread):
             await loop.run_in_executor(None, pool.shutdown)
         self._writer.dispose()
         self._reader.dispose()
+        self._checkpointer.dispose()
 
 
 def _on_connection(engine: Engine, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -98,4 +145,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _writer_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA wal_autocheckpoint=0")  # Database._checkpoint does it, off the write path
+    cur.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cur.close()
