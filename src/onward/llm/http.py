@@ -96,6 +96,15 @@ def _proxy_for(origin: Origin) -> str | None:
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
+def _basic_auth(proxy_url: str) -> str | None:
+    """`user:password` of a proxy URL, as the value of a Basic Proxy-Authorization header."""
+    parts = urlsplit(proxy_url)
+    if not parts.username:
+        return None
+    user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return base64.b64encode(user.encode()).decode()
+
+
 def _bypassed(origin: Origin, no_proxy: str) -> bool:
     host = origin.host.lower()
     for entry in (e.strip().lower() for e in no_proxy.split(",")):
@@ -129,6 +138,7 @@ class _Connection(asyncio.Protocol):
         self.headers: dict[str, str] = {}
         self.headers_done = False
         self.complete = False
+        self.keep_alive = False  # read when the message completes: llhttp forgets it right after
         self.error: BaseException | None = None
         self.received = False
         self._chunks: collections.deque[bytes] = collections.deque()
@@ -163,7 +173,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.headers_done and not self.complete and self._ends_at_close():
+        if self._raw is not None:
+            self._wake()  # the proxy hung up before the tunnel was up: tunnel() says so
+        elif self.headers_done and not self.complete and self._ends_at_close():
             self.complete = True  # a body without length or chunking ends with the connection
             self._wake()
         elif not self.complete:
@@ -186,6 +198,7 @@ class _Connection(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self.complete = True
+        self.keep_alive = bool(self.parser.should_keep_alive())
         self._stop_timer()
 
     # used by the client ----------------------------------------------------------
@@ -258,7 +271,7 @@ class _Connection(asyncio.Protocol):
         self.watch(timeout)
 
     def reusable(self) -> bool:
-        return self.complete and not self.closed and self.error is None and bool(self.parser.should_keep_alive())
+        return self.complete and not self.closed and self.error is None and self.keep_alive
 
     async def tunnel(self, authority: str, auth: str | None) -> None:
         """Ask an HTTP proxy to open a tunnel to `authority` (CONNECT)."""
@@ -343,7 +356,10 @@ class HttpClient:
         self._idle: collections.deque[_Connection] = collections.deque()
         self._ssl = ssl_context
         self._proxy = _proxy_for(self.origin)
+        self._proxy_auth = _basic_auth(self._proxy) if self._proxy else None
         head = {"Host": self.origin.authority, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        if self._proxy_auth and self.origin.scheme == "http":  # https: sent with CONNECT instead
+            head["Proxy-Authorization"] = f"Basic {self._proxy_auth}"
         head.update(headers or {})
         self._head = "".join(f"{k}: {v}\r\n" for k, v in head.items())
 
@@ -410,12 +426,8 @@ class HttpClient:
                     return conn
                 _, conn = await loop.create_connection(lambda: _Connection(loop), host, port)
                 if tls is not None:
-                    auth = None
-                    if proxy.username:
-                        user = f"{unquote(proxy.username)}:{unquote(proxy.password or '')}"
-                        auth = base64.b64encode(user.encode()).decode()
                     try:
-                        await conn.tunnel(f"{origin.host}:{origin.port}", auth)
+                        await conn.tunnel(f"{origin.host}:{origin.port}", self._proxy_auth)
                         assert conn.transport is not None
                         conn.transport = await loop.start_tls(
                             conn.transport, conn, tls, server_hostname=origin.host
