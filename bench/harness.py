@@ -159,7 +159,11 @@ class Context:
         srv.auth_headers()  # log in now, not inside a measurement
         self.progress(f"server {home.name} (pid {srv.pid}) ready in {time.monotonic() - t0:.1f} s")
         if self.profile_dir:
-            self._spies[srv.pid] = self._profile(srv, home.name)
+            try:
+                self._spies[srv.pid] = self._profile(srv, home.name)
+            except BaseException:
+                srv.stop()  # never leave a server running behind a failed start
+                raise
         return srv
 
     def stop_server(self, srv: OnwardServer) -> None:
@@ -174,9 +178,12 @@ class Context:
         assert self.profile_dir is not None
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         out = self.profile_dir / f"{name}.txt"
+        spy = Path(sys.executable).with_name("py-spy")
+        if not spy.exists():
+            raise RuntimeError(f"--profile needs py-spy ({spy}): `make bench` installs it (the bench extra)")
         self.progress(f"profiling server {srv.pid} into {out}")
         return subprocess.Popen(
-            [str(Path(sys.executable).with_name("py-spy")), "record", "--pid", str(srv.pid), "--rate", "250",
+            [str(spy), "record", "--pid", str(srv.pid), "--rate", "250",
              "--format", "raw", "--threads", "--output", str(out), "--nonblocking",
              *os.environ.get("BENCH_PY_SPY_ARGS", "").split()],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

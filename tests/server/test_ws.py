@@ -20,7 +20,10 @@ def _ws_url(server: OnwardServer, rid: str, after: int = 0) -> str:
 
 def _read(server: OnwardServer, rid: str, after: int = 0, take: int | None = None, **kw: Any) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    with connect(_ws_url(server, rid, after), proxy=None, additional_headers=kw.pop("headers", server.auth_headers()), **kw) as ws:
+    # max_queue=None: a reader that stops after `take` events still reads what is in flight, so it
+    # sees the server's reply to its close at once (with a full queue it waited close_timeout, 10 s)
+    headers = kw.pop("headers", server.auth_headers())
+    with connect(_ws_url(server, rid, after), proxy=None, additional_headers=headers, max_queue=None, **kw) as ws:
         try:
             while take is None or len(events) < take:
                 events.append(json.loads(ws.recv(timeout=30)))

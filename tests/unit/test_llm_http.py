@@ -346,6 +346,20 @@ async def test_content_length_body_is_read_in_full(serve: Serve, make_client: Ma
     assert response.complete
 
 
+async def test_a_reader_that_falls_behind_is_not_timed_out(serve: Serve, make_client: MakeClient) -> None:
+    """More than the client buffers arrives while nobody reads: it stops reading from the socket,
+    and the silence that follows is its own doing, not the server's."""
+    body = os.urandom(3 * 1024 * 1024)
+
+    async def handle(request: Request, conn: Conn) -> None:
+        conn.writer.write(sized(body))
+
+    server = await serve(handle)
+    response = await make_client(server.url, read_timeout=0.3).post(PATH, BODY)
+    await asyncio.sleep(0.8)  # the reader is busy elsewhere for longer than the read timeout
+    assert await read_all(response) == body
+
+
 async def test_close_delimited_body_is_read_in_full(serve: Serve, make_client: MakeClient) -> None:
     body = os.urandom(512 * 1024)
 

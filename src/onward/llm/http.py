@@ -236,6 +236,8 @@ class _Connection(asyncio.Protocol):
         self._timer = self.loop.call_at(self._last_read + timeout, self._check_idle)
 
     def _check_idle(self) -> None:
+        if self._paused:  # we stopped reading (the reader is behind): the server is not silent
+            self._last_read = self.loop.time()
         due = self._last_read + self._timeout
         if self.loop.time() >= due - 0.001:
             self._timer = None
