@@ -726,30 +726,32 @@ async def test_proxy_refusing_the_tunnel(
         await proxy.connections[0].hung_up.wait()
 
 
-async def test_proxy_refusing_the_tunnel_and_hanging_up(
-    serve: Serve, make_client: MakeClient, client_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def refuse(request: Request, conn: Conn) -> None:
-        conn.writer.write(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
-        conn.writer.close()
+async def _refuse_and_hang_up(request: Request, conn: Conn) -> None:
+    conn.writer.write(b"HTTP/1.1 403 Forbidden\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+    conn.writer.close()
 
-    proxy = await serve(refuse)
+
+async def _hang_up(request: Request, conn: Conn) -> None:
+    conn.writer.close()
+
+
+@pytest.mark.parametrize(
+    ("proxy_handler", "message"),
+    [(_refuse_and_hang_up, "refused a tunnel"), (_hang_up, "instead of opening a tunnel")],
+    ids=["refuses-and-hangs-up", "hangs-up"],
+)
+async def test_proxy_failing_the_tunnel(
+    serve: Serve,
+    make_client: MakeClient,
+    client_tls: ssl.SSLContext,
+    monkeypatch: pytest.MonkeyPatch,
+    proxy_handler: Handler,
+    message: str,
+) -> None:
+    proxy = await serve(proxy_handler)
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
     client = make_client("https://127.0.0.1:9/v1", ssl_context=client_tls)
-    with pytest.raises(ConnectFailed, match="refused a tunnel"):
-        await client.post(PATH, BODY)
-
-
-async def test_proxy_hanging_up_instead_of_a_tunnel(
-    serve: Serve, make_client: MakeClient, client_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def hang_up(request: Request, conn: Conn) -> None:
-        conn.writer.close()
-
-    proxy = await serve(hang_up)
-    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
-    client = make_client("https://127.0.0.1:9/v1", ssl_context=client_tls)
-    with pytest.raises(ConnectFailed, match="instead of opening a tunnel"):
+    with pytest.raises(ConnectFailed, match=message):
         await client.post(PATH, BODY)
 
 

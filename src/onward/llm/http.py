@@ -128,7 +128,6 @@ class _Connection(asyncio.Protocol):
         self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.used = 0  # responses read in full on this connection
         self._raw: bytearray | None = None  # the proxy's reply to CONNECT, before the tunnel is up
         self._reset()
 
@@ -369,8 +368,8 @@ class HttpClient:
         """POST `body` (JSON) to base_path + path; returns once the status and headers arrived.
 
         Raises StatusError (status ≥ 400, with the start of the body), ConnectFailed, ReadTimeout
-        or ConnectionBroken. A kept-alive connection the server had closed meanwhile is replaced
-        by a new one, once, when nothing of the response arrived.
+        or ConnectionBroken. A kept-alive connection that the server had closed meanwhile (nothing
+        of the response arrived) is replaced by the next idle one, or a new one.
         """
         target = self.base_path + path
         if self._proxy and self.origin.scheme == "http":
@@ -457,7 +456,6 @@ class HttpClient:
 
     def _release(self, conn: _Connection) -> None:
         if conn.reusable() and len(self._idle) < self.max_idle:
-            conn.used += 1
             conn._stop_timer()
             self._idle.append(conn)
         else:

@@ -112,9 +112,11 @@ class Database:
         """Run a checkpoint now (SQLite) and return its (busy, WAL frames, frames copied)."""
         if not self.is_sqlite:
             return None
+        if self._checkpointing is not None and not self._checkpointing.done():
+            await asyncio.wrap_future(self._checkpointing)  # it may have begun before the last write
         self._start_checkpoint()
-        if self._checkpointing is not None:
-            await asyncio.wrap_future(self._checkpointing)
+        assert self._checkpointing is not None
+        await asyncio.wrap_future(self._checkpointing)
         return self.last_checkpoint
 
     async def close(self) -> None:
