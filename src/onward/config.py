@@ -86,6 +86,12 @@ class Settings(BaseSettings):
     )
     flush_interval_ms: float = Field(20.0, description="Longest a streaming delta waits before it is committed.")
     sse_heartbeat_s: float = Field(15.0, description="Interval of SSE comment heartbeats.")
+    stream_auth_recheck_s: float = Field(
+        15.0,
+        gt=0,
+        description="How often an open SSE or WebSocket stream checks its caller's token or session "
+        "again; a revoked token, ended session or disabled user ends the stream within this time.",
+    )
     longpoll_max_wait_s: float = Field(30.0, description="Longest `wait` a long-poll may ask for.")
 
     # accounts and sessions (docs/security.md)

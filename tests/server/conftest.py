@@ -18,6 +18,7 @@ SERVER_SETTINGS = {
     "llm_max_retries": 2,
     "shutdown_grace_s": 1,
     "sse_heartbeat_s": 0.3,
+    "stream_auth_recheck_s": 0.3,
 }
 
 

@@ -7,6 +7,7 @@ so another user's resources are not found rather than forbidden.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -93,6 +94,32 @@ async def current_user(request: HTTPConnection, svc: Annotated[Services, Depends
             raise CsrfFailed()
     account = record.account
     return CurrentUser(account.id, account.name, account.is_admin, "session", record.csrf_token, record.id_hash)
+
+
+class CredentialCheck:
+    """For a long-lived stream: is the credential it was opened with still good?
+
+    A stream outlives the request that authorized it, so it asks again, at most every
+    `stream_auth_recheck_s`: a token revoked, a session ended (logout, new password) or a user
+    disabled — in this process or another, e.g. by `onward user` — ends the stream within that time.
+    """
+
+    def __init__(self, conn: HTTPConnection, svc: Services, user: CurrentUser) -> None:
+        self._conn = conn
+        self._svc = svc
+        self._user = user
+        self._interval = svc.settings.stream_auth_recheck_s
+        self._due = time.monotonic() + self._interval
+
+    async def still_valid(self) -> bool:
+        if time.monotonic() < self._due:
+            return True
+        try:
+            again = await current_user(self._conn, self._svc)
+        except Unauthorized:
+            return False
+        self._due = time.monotonic() + self._interval
+        return again.id == self._user.id
 
 
 async def admin_user(user: Annotated[CurrentUser, Depends(current_user)]) -> CurrentUser:

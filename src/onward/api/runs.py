@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from onward.api.deps import Services, Svc, User
+from onward.api.deps import CredentialCheck, Services, Svc, User
 from onward.core.events import sse_frame
 from onward.core.runs import Run
 from onward.delivery import follow, wait_events
@@ -101,24 +101,31 @@ async def run_events(
 
 @router.get("/runs/{rid}/stream")
 async def stream_run(
+    request: Request,
     rid: str,
     svc: Svc,
     user: User,
     after: int = Query(0, ge=0),
     last_event_id: str | None = Header(None),
 ) -> StreamingResponse:
-    """Server-Sent Events from seq > after (or > Last-Event-ID); ends after the terminal event."""
+    """Server-Sent Events from seq > after (or > Last-Event-ID); ends after the terminal event, or
+    when the caller's token or session stops being valid (checked every `stream_auth_recheck_s`)."""
     run = await svc.store.get_run(rid, user.id)
     start = after
     if last_event_id and last_event_id.strip().isdigit():
         start = max(start, int(last_event_id.strip()))
     check_after(run, start)
 
+    credential = CredentialCheck(request, svc, user)
+
     async def frames() -> AsyncIterator[str]:
         yield ": connected\n\n"
         async for batch in follow(
             svc.store, svc.bus, rid, start, heartbeat=svc.settings.sse_heartbeat_s, seen_active=run.status.is_active
         ):
+            if not await credential.still_valid():
+                yield ": credentials revoked\n\n"  # a reconnect gets 401 and says why
+                return
             if batch:
                 yield "".join(sse_frame(e) for e in batch)
             else:

@@ -4,7 +4,8 @@
 1000 after the terminal event. Authentication is the same as HTTP (bearer header or session
 cookie); because browsers send cookies on cross-site WebSocket handshakes, a cookie-authenticated
 handshake must come from the server's own origin. Failures close the socket with 4401
-(unauthorized), 4403 (foreign origin), 4404 (no such run) or 4400 (bad `after`) and a reason.
+(unauthorized), 4403 (foreign origin), 4404 (no such run) or 4400 (bad `after`) and a reason;
+4401 also ends an open socket whose token or session stopped being valid.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from onward.api.deps import current_user, services
+from onward.api.deps import CredentialCheck, current_user, services
 from onward.api.runs import check_after
 from onward.delivery import follow
 from onward.errors import Forbidden, OnwardError
@@ -38,8 +39,13 @@ async def run_ws(websocket: WebSocket, rid: str, after: int = 0) -> None:
         await websocket.close(code=_CLOSE_CODES.get(exc.status_code, 1008), reason=exc.message[:120])
         return
 
+    credential = CredentialCheck(websocket, svc, user)
+
     async def send_events() -> None:
         async for batch in follow(svc.store, svc.bus, rid, max(after, 0), heartbeat=svc.settings.sse_heartbeat_s):
+            if not await credential.still_valid():
+                await websocket.close(code=4401, reason="credentials revoked")
+                return
             for event in batch:
                 await websocket.send_text(event.json)
         await websocket.close(code=1000)
