@@ -342,3 +342,51 @@ def test_from_settings() -> None:
     )
     assert (provider.max_retries, provider.retry_base_s) == (5, 0.25)
     asyncio.run(provider.aclose())
+
+
+@contextlib.asynccontextmanager
+async def json_server(answer: dict[str, Any]) -> AsyncIterator[str]:
+    """An endpoint that ignores `stream: true` and answers with one JSON chat completion."""
+    payload = json.dumps(answer).encode()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+        await reader.readexactly(length)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(payload), payload))
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/v1"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_server_that_ignores_stream_true_is_read_whole(make_provider: MakeProvider) -> None:
+    answer = {
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+            "role": "assistant", "content": "Let me look.", "reasoning_content": "think",
+            "tool_calls": [{"id": "call_a", "type": "function",
+                            "function": {"name": "read_file", "arguments": '{"path": "a"}'}}],
+        }}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+    }
+    async with json_server(answer) as url:
+        chunks = await collect(make_provider(base_url=url), tools=TOOLS)
+    assert chunks[:-1] == [
+        ReasoningChunk("think"),
+        TextChunk("Let me look."),
+        ToolCallChunk(index=0, id="call_a", name="read_file", arguments_delta='{"path": "a"}'),
+    ]
+    end = chunks[-1]
+    assert isinstance(end, StreamEnd) and end.finish_reason == "tool_calls" and end.usage["total_tokens"] == 7
+
+
+async def test_a_whole_answer_reporting_an_error_fails_clearly(make_provider: MakeProvider) -> None:
+    async with json_server({"error": {"message": "model overloaded"}}) as url:
+        with pytest.raises(LLMError, match="reported an error: model overloaded"):
+            await collect(make_provider(base_url=url))

@@ -164,6 +164,11 @@ class OpenAICompatProvider:
                 turn = _Turn()
                 try:
                     splitter = BlockSplitter()
+                    if _is_json(response):  # a server that ignored stream=true: the whole answer at once
+                        values = [_completion_as_chunk(await response.read(MAX_COMPLETION_BYTES))]
+                        for out in turn.read(values):
+                            yielded = True
+                            yield out
                     async for pieces in response.chunks():
                         values, done = decode(splitter.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces)))
                         for out in turn.read(values):
@@ -252,6 +257,35 @@ class OpenAICompatProvider:
                 return min(after, self.retry_max_s)
         backoff = self.retry_base_s * 2.0 ** (attempt - 1)
         return min(backoff * (1 + random.random() * 0.1), self.retry_max_s)
+
+
+MAX_COMPLETION_BYTES = 16 * 1024 * 1024  # a non-streamed answer, read whole
+
+
+def _is_json(response: Response) -> bool:
+    return "json" in response.headers.get("content-type", "").lower()
+
+
+def _completion_as_chunk(body: bytes) -> dict[str, Any]:
+    """A whole chat completion (`choices[].message`) as one stream chunk (`choices[].delta`), so
+    the one reader handles both; tool calls get their position as `index`."""
+    completion = orjson.loads(body)
+    if not isinstance(completion, dict):
+        raise ValueError(f"expected a chat completion object, got {type(completion).__name__}")
+    if completion.get("error"):
+        error = completion["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise StreamError(message if isinstance(message, str) and message else "the endpoint reported an error")
+    choices = []
+    for choice in completion.get("choices") or ():
+        if not isinstance(choice, dict):
+            continue
+        delta = dict(choice.get("message") or {})
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            delta["tool_calls"] = [{**c, "index": i} if isinstance(c, dict) else c for i, c in enumerate(calls)]
+        choices.append({"index": choice.get("index", 0), "delta": delta, "finish_reason": choice.get("finish_reason")})
+    return {"choices": choices, "usage": completion.get("usage")}
 
 
 class _Turn:
