@@ -10,7 +10,7 @@ whose live buffer overflows goes back to the store and continues from its last `
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from onward.bus.base import EventBus, Lagged
 from onward.core.events import Event
@@ -26,7 +26,7 @@ async def follow(
     after: int = 0,
     heartbeat: float | None = None,
     seen_active: bool = False,
-) -> AsyncIterator[list[Event]]:
+) -> AsyncGenerator[list[Event], None]:
     """Yield batches of events with seq > after, in order, until the terminal event.
 
     `seen_active`: the caller read the run as active before calling. Then an empty first replay

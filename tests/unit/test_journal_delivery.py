@@ -7,6 +7,7 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
+from sqlalchemy import create_engine
 from tests.worlds import World, open_world
 
 from onward.bus.memory import MemoryBus
@@ -14,6 +15,7 @@ from onward.core.events import Event, MessageDelta, RunCompleted, RunStarted, en
 from onward.core.runs import RunStatus
 from onward.delivery import follow, wait_events
 from onward.journal import Journal
+from onward.store.db import CHECKPOINT_GIVE_UP
 from onward.store.sql import SqlStore
 
 
@@ -283,3 +285,16 @@ async def test_wal_checkpoints_run_off_the_write_path(world: World) -> None:
     assert result is not None
     busy, frames, copied = result
     assert busy == 0 and frames > 0 and copied == frames
+
+
+async def test_when_checkpoints_keep_failing_the_writer_checkpoints_again(world: World) -> None:
+    """A WAL that nobody checkpoints grows without bound: after CHECKPOINT_GIVE_UP failures in a
+    row, SQLite's own checkpointing in the writer's commits comes back."""
+    db = world.store.db
+    db._checkpointer.dispose()
+    db._checkpointer = create_engine("sqlite:////nonexistent-onward-dir/x.db")  # cannot open
+    for _ in range(CHECKPOINT_GIVE_UP):
+        await db.checkpoint()
+    await _started_run(world)  # a write, queued on the writer thread after the restore
+    with db._writer.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000

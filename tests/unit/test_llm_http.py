@@ -25,6 +25,7 @@ import pytest
 
 from onward.llm.http import (
     MAX_ERROR_BODY,
+    PAUSE_AT,
     ConnectFailed,
     ConnectionBroken,
     HttpClient,
@@ -771,3 +772,99 @@ async def test_proxy_silent_on_connect_times_out(
     assert 0.25 <= time.monotonic() - started < 3
     async with asyncio.timeout(5):
         await proxy.connections[0].hung_up.wait()
+
+
+# -- review fixes: unclean ends, interim and redirect statuses, paused reuse, proxies --------------
+
+
+async def test_a_reset_during_a_close_delimited_body_is_an_error(serve: Serve, make_client: MakeClient) -> None:
+    async def handle(request: Request, conn: Conn) -> None:
+        conn.writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: partial")
+        await conn.writer.drain()
+        sock = conn.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        conn.writer.transport.abort()  # RST, not FIN: the body did not end, it broke
+
+    server = await serve(handle)
+    response = await make_client(server.url).post(PATH, BODY)
+    with pytest.raises(ConnectionBroken):
+        await read_all(response)
+
+
+async def test_a_timeout_while_the_reader_is_busy_is_not_a_clean_end(serve: Serve, make_client: MakeClient) -> None:
+    async def handle(request: Request, conn: Conn) -> None:
+        conn.writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n")
+        await until_hung_up(conn)
+
+    server = await serve(handle)
+    response = await make_client(server.url, read_timeout=0.2).post(PATH, BODY)
+    await asyncio.sleep(0.5)  # busy elsewhere while the timeout fires
+    with pytest.raises(ReadTimeout):
+        await read_all(response)
+
+
+async def test_an_interim_100_continue_is_skipped(serve: Serve, make_client: MakeClient) -> None:
+    async def handle(request: Request, conn: Conn) -> None:
+        conn.writer.write(b"HTTP/1.1 100 Continue\r\nX-Interim: yes\r\n\r\n" + OK)
+
+    server = await serve(handle)
+    response = await make_client(server.url).post(PATH, BODY)
+    assert response.status == 200 and "x-interim" not in response.headers
+    assert await read_all(response) == b'{"ok": true}'
+
+
+async def test_a_redirect_is_an_error_with_its_location(serve: Serve, make_client: MakeClient) -> None:
+    async def handle(request: Request, conn: Conn) -> None:
+        conn.writer.write(sized(b"", status=301, headers="Location: https://example.invalid/v1/chat/completions\r\n"))
+
+    server = await serve(handle)
+    with pytest.raises(StatusError) as raised:
+        await make_client(server.url).post(PATH, BODY)
+    assert raised.value.status == 301 and raised.value.headers["location"].startswith("https://example.invalid")
+
+
+async def test_a_connection_with_reading_paused_is_not_reused(serve: Serve, make_client: MakeClient) -> None:
+    """The read that pauses reading also completes the body (one byte over the limit: only the
+    last byte can push it over), and nobody takes it."""
+    body = os.urandom(PAUSE_AT + 1)
+
+    async def handle(request: Request, conn: Conn) -> None:
+        conn.writer.write(sized(body) if len(server.requests) == 1 else OK)
+
+    server = await serve(handle)
+    client = make_client(server.url, read_timeout=2)
+    response = await client.post(PATH, BODY)
+    async with asyncio.timeout(5):
+        while not response.complete:  # until the client has it all, unread
+            await response._conn.wait()
+    response.close()
+    assert await post_and_read(client) == b'{"ok": true}'  # not stuck on the paused connection
+    assert len(server.connections) == 2
+
+
+async def test_connect_names_an_ipv6_target_in_brackets(
+    serve: Serve, make_client: MakeClient, client_tls: ssl.SSLContext, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    proxy = await serve(_refuse_and_hang_up)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.port}")
+    with pytest.raises(ConnectFailed, match="refused a tunnel"):
+        await make_client("https://[::1]:8443/v1", ssl_context=client_tls).post(PATH, BODY)
+    assert proxy.requests[0].line == "CONNECT [::1]:8443 HTTP/1.1"
+
+
+async def test_a_proxy_that_is_not_http_is_refused_clearly(
+    make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALL_PROXY", "socks5h://127.0.0.1:1080")
+    with pytest.raises(ConnectFailed, match="not an http:// proxy"):
+        await make_client("http://llm.example.invalid/v1").post(PATH, BODY)
+
+
+@pytest.mark.parametrize("entry", ["*.corp.example", ".corp.example", "corp.example", "*"])
+async def test_no_proxy_forms(
+    entry: str, serve: Serve, make_client: MakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nobody listens: used, it would fail
+    monkeypatch.setenv("NO_PROXY", entry)
+    client = make_client("http://llm.corp.example/v1")
+    assert client._proxy is None

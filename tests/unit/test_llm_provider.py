@@ -345,16 +345,17 @@ def test_from_settings() -> None:
 
 
 @contextlib.asynccontextmanager
-async def json_server(answer: dict[str, Any]) -> AsyncIterator[str]:
-    """An endpoint that ignores `stream: true` and answers with one JSON chat completion."""
-    payload = json.dumps(answer).encode()
+async def answering(raw: bytes, heads: list[bytes] | None = None) -> AsyncIterator[str]:
+    """An endpoint that answers every request with `raw` (a whole HTTP response) and closes;
+    the request heads go to `heads`."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
+        if heads is not None:
+            heads.append(head)
         length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
         await reader.readexactly(length)
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-                     % (len(payload), payload))
+        writer.write(raw)
         await writer.drain()
         writer.close()
 
@@ -364,6 +365,13 @@ async def json_server(answer: dict[str, Any]) -> AsyncIterator[str]:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def json_server(answer: dict[str, Any]) -> contextlib.AbstractAsyncContextManager[str]:
+    """An endpoint that ignores `stream: true` and answers with one JSON chat completion."""
+    payload = json.dumps(answer).encode()
+    return answering(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                     % (len(payload), payload))
 
 
 async def test_a_server_that_ignores_stream_true_is_read_whole(make_provider: MakeProvider) -> None:
@@ -390,3 +398,25 @@ async def test_a_whole_answer_reporting_an_error_fails_clearly(make_provider: Ma
     async with json_server({"error": {"message": "model overloaded"}}) as url:
         with pytest.raises(LLMError, match="reported an error: model overloaded"):
             await collect(make_provider(base_url=url))
+
+
+async def test_a_redirect_says_where_to_point_base_url(make_provider: MakeProvider) -> None:
+    moved = b"HTTP/1.1 308 Permanent Redirect\r\nLocation: https://api.example.invalid/v1/chat/completions\r\nContent-Length: 0\r\n\r\n"
+    async with answering(moved) as url:
+        with pytest.raises(LLMError, match=r"rejected the request \(308\): it redirects to https://api.example.invalid"):
+            await collect(make_provider(base_url=url))
+
+
+async def test_an_api_key_with_a_trailing_newline_is_trimmed(make_provider: MakeProvider) -> None:
+    heads: list[bytes] = []
+    payload = b'{"choices": []}'
+    ok = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload)
+    async with answering(ok, heads) as url:
+        provider = OpenAICompatProvider(url, "sk-secret\n", connect_timeout_s=2, read_timeout_s=5)
+        try:
+            await collect(provider)
+        finally:
+            await provider.aclose()
+    assert b"\r\nAuthorization: Bearer sk-secret\r\n" in heads[0]
+    with pytest.raises(LLMError, match="line break"):
+        OpenAICompatProvider(url, "sk-one\nsk-two")

@@ -7,6 +7,7 @@ so another user's resources are not found rather than forbidden.
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Literal
@@ -27,6 +28,8 @@ from onward.workspaces import Workspaces
 
 if TYPE_CHECKING:
     from onward.tools.sandbox import CommandSandbox
+
+log = logging.getLogger(__name__)
 
 SESSION_COOKIE = "onward_session"
 CSRF_HEADER = "X-CSRF-Token"
@@ -114,11 +117,15 @@ class CredentialCheck:
     async def still_valid(self) -> bool:
         if time.monotonic() < self._due:
             return True
+        self._due = time.monotonic() + self._interval
         try:
             again = await current_user(self._conn, self._svc)
         except Unauthorized:
             return False
-        self._due = time.monotonic() + self._interval
+        except Exception:  # e.g. the database is briefly unavailable: keep the stream, ask again later
+            log.warning("could not re-check a stream's credential; trying again", exc_info=True,
+                        extra={"user": self._user.id})
+            return True
         return again.id == self._user.id
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -120,16 +121,18 @@ async def stream_run(
 
     async def frames() -> AsyncIterator[str]:
         yield ": connected\n\n"
-        async for batch in follow(
+        events = follow(
             svc.store, svc.bus, rid, start, heartbeat=svc.settings.sse_heartbeat_s, seen_active=run.status.is_active
-        ):
-            if not await credential.still_valid():
-                yield ": credentials revoked\n\n"  # a reconnect gets 401 and says why
-                return
-            if batch:
-                yield "".join(sse_frame(e) for e in batch)
-            else:
-                yield ": heartbeat\n\n"
+        )
+        async with contextlib.aclosing(events):  # leaving early unsubscribes at once
+            async for batch in events:
+                if not await credential.still_valid():
+                    yield ": credentials revoked\n\n"  # a reconnect gets 401 and says why
+                    return
+                if batch:
+                    yield "".join(sse_frame(e) for e in batch)
+                else:
+                    yield ": heartbeat\n\n"
 
     return StreamingResponse(
         frames(),

@@ -42,12 +42,14 @@ async def run_ws(websocket: WebSocket, rid: str, after: int = 0) -> None:
     credential = CredentialCheck(websocket, svc, user)
 
     async def send_events() -> None:
-        async for batch in follow(svc.store, svc.bus, rid, max(after, 0), heartbeat=svc.settings.sse_heartbeat_s):
-            if not await credential.still_valid():
-                await websocket.close(code=4401, reason="credentials revoked")
-                return
-            for event in batch:
-                await websocket.send_text(event.json)
+        events = follow(svc.store, svc.bus, rid, max(after, 0), heartbeat=svc.settings.sse_heartbeat_s)
+        async with contextlib.aclosing(events):  # leaving early unsubscribes at once
+            async for batch in events:
+                if not await credential.still_valid():
+                    await websocket.close(code=4401, reason="credentials revoked")
+                    return
+                for event in batch:
+                    await websocket.send_text(event.json)
         await websocket.close(code=1000)
 
     async def until_client_leaves() -> None:

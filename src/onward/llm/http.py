@@ -55,7 +55,7 @@ class ConnectionBroken(TransportError):
 
 
 class StatusError(Exception):
-    """The server answered with an HTTP error status; `body` is (the start of) its body."""
+    """The server answered with a status other than 2xx; `body` is (the start of) its body."""
 
     def __init__(self, status: int, headers: dict[str, str], body: bytes) -> None:
         super().__init__(f"HTTP {status}")
@@ -71,10 +71,16 @@ class Origin:
     port: int
 
     @property
-    def authority(self) -> str:
-        default = 443 if self.scheme == "https" else 80
+    def host_port(self) -> str:
+        """`host:port`, an IPv6 address in brackets (as CONNECT wants it)."""
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return host if self.port == default else f"{host}:{self.port}"
+        return f"{host}:{self.port}"
+
+    @property
+    def authority(self) -> str:
+        """What the Host header says: the port only when it is not the scheme's default."""
+        default = 443 if self.scheme == "https" else 80
+        return self.host_port if self.port != default else self.host_port.rsplit(":", 1)[0]
 
 
 def parse_origin(url: str) -> tuple[Origin, str]:
@@ -96,6 +102,15 @@ def _proxy_for(origin: Origin) -> str | None:
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
+def _check_proxy(proxy: str) -> None:
+    scheme = urlsplit(proxy).scheme.lower()
+    if scheme != "http":
+        raise ConnectFailed(
+            f"the proxy {proxy!r} (from HTTP(S)_PROXY/ALL_PROXY) is not an http:// proxy, the only kind "
+            "Onward's LLM client speaks; set HTTPS_PROXY to an http:// proxy or list the LLM host in NO_PROXY"
+        )
+
+
 def _basic_auth(proxy_url: str) -> str | None:
     """`user:password` of a proxy URL, as the value of a Basic Proxy-Authorization header."""
     parts = urlsplit(proxy_url)
@@ -115,7 +130,7 @@ def _bypassed(origin: Origin, no_proxy: str) -> bool:
         name, _, port = entry.partition(":") if entry.count(":") == 1 else (entry, "", "")
         if port and port != str(origin.port):
             continue
-        name = name.lstrip(".")
+        name = name.lstrip("*").lstrip(".").strip("[]")  # "*.corp", ".corp", "[::1]"
         if host == name or host.endswith("." + name):
             return True
     return False
@@ -136,6 +151,7 @@ class _Connection(asyncio.Protocol):
         self.status = 0
         self.headers: dict[str, str] = {}
         self.headers_done = False
+        self._interim = False
         self.complete = False
         self.keep_alive = False  # read when the message completes: llhttp forgets it right after
         self.error: BaseException | None = None
@@ -174,8 +190,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         if self._raw is not None:
             self._wake()  # the proxy hung up before the tunnel was up: tunnel() says so
-        elif self.headers_done and not self.complete and self._ends_at_close():
-            self.complete = True  # a body without length or chunking ends with the connection
+        elif self.headers_done and not self.complete and self._ends_at_close() and exc is None and self.error is None:
+            self.complete = True  # a body without length or chunking ends with the connection (not a reset)
             self._wake()
         elif not self.complete:
             detail = f": {exc}" if exc else ""
@@ -188,7 +204,12 @@ class _Connection(asyncio.Protocol):
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:  # an interim response (100 Continue, 103 Early Hints): the real one follows
+            self._interim = True
+            self.headers = {}
+            return
+        self.status = status
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
@@ -196,6 +217,9 @@ class _Connection(asyncio.Protocol):
         self._buffered += len(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self.complete = True
         self.keep_alive = bool(self.parser.should_keep_alive())
         self._stop_timer()
@@ -272,7 +296,8 @@ class _Connection(asyncio.Protocol):
         self.watch(timeout)
 
     def reusable(self) -> bool:
-        return self.complete and not self.closed and self.error is None and self.keep_alive
+        # not while reading is paused: the next response on it would never be read
+        return self.complete and not self.closed and self.error is None and self.keep_alive and not self._paused
 
     async def tunnel(self, authority: str, auth: str | None) -> None:
         """Ask an HTTP proxy to open a tunnel to `authority` (CONNECT)."""
@@ -311,6 +336,8 @@ class Response:
             if pieces:
                 yield pieces
                 continue
+            if conn.error is not None:  # before `complete`: a timeout or reset is never a clean end
+                raise conn.error
             if conn.complete:
                 return
             await conn.wait()
@@ -367,7 +394,7 @@ class HttpClient:
     async def post(self, path: str, body: bytes, *, accept: str = "application/json") -> Response:
         """POST `body` (JSON) to base_path + path; returns once the status and headers arrived.
 
-        Raises StatusError (status ≥ 400, with the start of the body), ConnectFailed, ReadTimeout
+        Raises StatusError (any status but 2xx, with the start of the body), ConnectFailed, ReadTimeout
         or ConnectionBroken. A kept-alive connection that the server had closed meanwhile (nothing
         of the response arrived) is replaced by the next idle one, or a new one.
         """
@@ -393,7 +420,7 @@ class HttpClient:
                 conn.close()
                 raise
             response = Response(self, conn)
-            if conn.status >= 400:
+            if not 200 <= conn.status < 300:  # a redirect is an error too: POSTs are not followed
                 try:
                     error_body = await response.read(MAX_ERROR_BODY)
                 except TransportError:
@@ -417,6 +444,7 @@ class HttpClient:
         host, port = origin.host, origin.port
         proxy = urlsplit(self._proxy) if self._proxy else None
         if proxy is not None:
+            _check_proxy(self._proxy or "")
             host, port = proxy.hostname or "", proxy.port or 80
         try:
             async with asyncio.timeout(self.connect_timeout):
@@ -428,7 +456,7 @@ class HttpClient:
                 _, conn = await loop.create_connection(lambda: _Connection(loop), host, port)
                 if tls is not None:
                     try:
-                        await conn.tunnel(f"{origin.host}:{origin.port}", self._proxy_auth)
+                        await conn.tunnel(origin.host_port, self._proxy_auth)
                         assert conn.transport is not None
                         conn.transport = await loop.start_tls(
                             conn.transport, conn, tls, server_hostname=origin.host

@@ -131,6 +131,9 @@ class OpenAICompatProvider:
         self.retry_base_s = retry_base_s
         self.retry_max_s = retry_max_s
         self._include_usage = True  # switched off for servers that reject stream_options
+        api_key = (api_key or "").strip()  # a key read from a file or secret often ends in a newline
+        if any(c in api_key for c in "\r\n"):
+            raise LLMError(f"the API key for {base_url} contains a line break; check the key or its variable")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = HttpClient(
             base_url, headers=headers, connect_timeout=connect_timeout_s, read_timeout=read_timeout_s
@@ -341,6 +344,9 @@ def _retryable(exc: Exception) -> bool:
 
 def _server_message(exc: StatusError) -> str:
     """What the server said: `{"error": {"message": …}}`, `{"message": …}`, or the body's text."""
+    if 300 <= exc.status < 400:
+        where = exc.headers.get("location")
+        return f"it redirects to {where}: use that address as base_url" if where else "a redirect"
     try:
         body = orjson.loads(exc.body)
     except orjson.JSONDecodeError:

@@ -38,6 +38,7 @@ Operation = Callable[Concatenate[Connection, P], T]
 
 READ_THREADS = 4
 CHECKPOINT_INTERVAL_S = 1.0
+CHECKPOINT_GIVE_UP = 10  # failures in a row before the writer checkpoints by itself again
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Database:
             self.last_checkpoint: tuple[int, int, int] | None = None  # (busy, WAL frames, frames copied)
             self._checkpoint_at = time.monotonic()
             self._checkpointing: concurrent.futures.Future[None] | None = None
+            self._checkpoint_failures = 0
             self.dialect = self._writer.dialect
         else:
             self._async = create_async_engine(parsed, pool_size=10, max_overflow=20)
@@ -105,8 +107,15 @@ class Database:
             with self._checkpointer.connect() as conn:
                 busy, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
             self.last_checkpoint = (int(busy), int(frames), int(copied))
+            self._checkpoint_failures = 0
         except Exception:
-            log.exception("WAL checkpoint failed; the next write tries again")
+            self._checkpoint_failures += 1
+            if self._checkpoint_failures == 1:
+                log.exception("WAL checkpoint failed; the next write tries again")
+            if self._checkpoint_failures == CHECKPOINT_GIVE_UP:
+                # Never let the WAL grow without bound: SQLite checkpoints in its commits again.
+                log.error("WAL checkpoints keep failing; the writer checkpoints on its own again")
+                self._write_thread.submit(_on_connection, self._writer, _restore_autocheckpoint)
 
     async def checkpoint(self) -> tuple[int, int, int] | None:
         """Run a checkpoint now (SQLite) and return its (busy, WAL frames, frames copied)."""
@@ -148,6 +157,10 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _restore_autocheckpoint(conn: Connection) -> None:
+    conn.exec_driver_sql("PRAGMA wal_autocheckpoint=1000")
 
 
 def _writer_pragmas(dbapi_conn: Any, _record: Any) -> None:
