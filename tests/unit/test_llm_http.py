@@ -736,10 +736,19 @@ async def _hang_up(request: Request, conn: Conn) -> None:
     conn.writer.close()
 
 
+async def _tunnel_with_data_first(request: Request, conn: Conn) -> None:
+    conn.writer.write(b"HTTP/1.1 200 Connection established\r\n\r\nnot TLS")
+    await until_hung_up(conn)
+
+
 @pytest.mark.parametrize(
     ("proxy_handler", "message"),
-    [(_refuse_and_hang_up, "refused a tunnel"), (_hang_up, "instead of opening a tunnel")],
-    ids=["refuses-and-hangs-up", "hangs-up"],
+    [
+        (_refuse_and_hang_up, "refused a tunnel"),
+        (_hang_up, "instead of opening a tunnel"),
+        (_tunnel_with_data_first, "before TLS began"),
+    ],
+    ids=["refuses-and-hangs-up", "hangs-up", "sends-data-first"],
 )
 async def test_proxy_failing_the_tunnel(
     serve: Serve,
@@ -868,3 +877,15 @@ async def test_no_proxy_forms(
     monkeypatch.setenv("NO_PROXY", entry)
     client = make_client("http://llm.corp.example/v1")
     assert client._proxy is None
+
+
+async def test_a_closed_client_does_not_pool_the_connections_of_responses_still_open(
+    serve: Serve, make_client: MakeClient
+) -> None:
+    server = await serve(answer_ok)
+    client = make_client(server.url)
+    response = await client.post(PATH, BODY)
+    await client.aclose()
+    assert await read_all(response) == b'{"ok": true}'  # read in full, then closed, not pooled
+    async with asyncio.timeout(5):
+        await server.connections[0].hung_up.wait()

@@ -311,11 +311,14 @@ class _Connection(asyncio.Protocol):
             if self.closed:
                 raise ConnectFailed(f"the proxy closed the connection instead of opening a tunnel to {authority}")
             await self.wait()
-        status_line = bytes(self._raw).split(b"\r\n", 1)[0].decode("latin-1")
+        reply, _, extra = bytes(self._raw).partition(b"\r\n\r\n")
+        status_line = reply.split(b"\r\n", 1)[0].decode("latin-1")
         self._raw = None
         parts = status_line.split(" ", 2)
         if len(parts) < 2 or parts[1] != "200":
             raise ConnectFailed(f"the proxy refused a tunnel to {authority}: {status_line}")
+        if extra:  # TLS speaks first, from our side: nothing may come through the tunnel before it
+            raise ConnectFailed(f"the proxy sent data through the tunnel to {authority} before TLS began")
 
 
 class Response:
@@ -382,6 +385,7 @@ class HttpClient:
         self.read_timeout = read_timeout
         self.max_idle = max_idle
         self._idle: collections.deque[_Connection] = collections.deque()
+        self._closed = False
         self._ssl = ssl_context
         self._proxy = _proxy_for(self.origin)
         self._proxy_auth = _basic_auth(self._proxy) if self._proxy else None
@@ -483,12 +487,13 @@ class HttpClient:
         return self._ssl
 
     def _release(self, conn: _Connection) -> None:
-        if conn.reusable() and len(self._idle) < self.max_idle:
+        if conn.reusable() and len(self._idle) < self.max_idle and not self._closed:
             conn._stop_timer()
             self._idle.append(conn)
         else:
             conn.close()
 
     async def aclose(self) -> None:
+        self._closed = True  # responses still being read close their connections when done
         while self._idle:
             self._idle.pop().close()
