@@ -102,13 +102,14 @@ def _proxy_for(origin: Origin) -> str | None:
     return proxy if "://" in proxy else f"http://{proxy}"
 
 
-def _check_proxy(proxy: str) -> None:
-    scheme = urlsplit(proxy).scheme.lower()
-    if scheme != "http":
-        raise ConnectFailed(
-            f"the proxy {proxy!r} (from HTTP(S)_PROXY/ALL_PROXY) is not an http:// proxy, the only kind "
-            "Onward's LLM client speaks; set HTTPS_PROXY to an http:// proxy or list the LLM host in NO_PROXY"
-        )
+def _proxy_problem(proxy: str | None) -> str | None:
+    """Why `proxy` cannot be used (said when a connection is wanted), or None."""
+    if proxy is None or urlsplit(proxy).scheme.lower() == "http":
+        return None
+    return (
+        f"the proxy {proxy!r} (from HTTP(S)_PROXY/ALL_PROXY) is not an http:// proxy, the only kind "
+        "Onward's LLM client speaks; set HTTPS_PROXY to an http:// proxy or list the LLM host in NO_PROXY"
+    )
 
 
 def _basic_auth(proxy_url: str) -> str | None:
@@ -388,6 +389,7 @@ class HttpClient:
         self._closed = False
         self._ssl = ssl_context
         self._proxy = _proxy_for(self.origin)
+        self._proxy_problem = _proxy_problem(self._proxy)
         self._proxy_auth = _basic_auth(self._proxy) if self._proxy else None
         head = {"Host": self.origin.authority, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         if self._proxy_auth and self.origin.scheme == "http":  # https: sent with CONNECT instead
@@ -447,8 +449,9 @@ class HttpClient:
         tls = self._ssl_context() if origin.scheme == "https" else None
         host, port = origin.host, origin.port
         proxy = urlsplit(self._proxy) if self._proxy else None
+        if self._proxy_problem:
+            raise ConnectFailed(self._proxy_problem)
         if proxy is not None:
-            _check_proxy(self._proxy or "")
             host, port = proxy.hostname or "", proxy.port or 80
         try:
             async with asyncio.timeout(self.connect_timeout):

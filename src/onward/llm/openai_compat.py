@@ -40,7 +40,7 @@ from onward.llm.http import (
     StatusError,
     TransportError,
 )
-from onward.llm.sse import BlockSplitter, StreamError, decode
+from onward.llm.sse import BlockSplitter, StreamError, decode, raise_reported_error
 
 logger = logging.getLogger(__name__)
 
@@ -161,28 +161,23 @@ class OpenAICompatProvider:
         attempt = 0
         while True:
             attempt += 1
-            yielded = False
+            turn = _Turn()
             try:
                 response = await self._open(messages, tools, model)
-                turn = _Turn()
                 try:
                     splitter = BlockSplitter()
                     if _is_json(response):  # a server that ignored stream=true: the whole answer at once
-                        values = [_completion_as_chunk(await response.read(MAX_COMPLETION_BYTES))]
-                        for out in turn.read(values):
-                            yielded = True
+                        for out in turn.read([_completion_as_chunk(await response.read(MAX_COMPLETION_BYTES))]):
                             yield out
                     async for pieces in response.chunks():
                         values, done = decode(splitter.feed(pieces[0] if len(pieces) == 1 else b"".join(pieces)))
                         for out in turn.read(values):
-                            yielded = True
                             yield out
                         if done:
                             await _drain(response)  # so the connection can serve the next call
                             break
                     else:  # the body ended without [DONE]: a last event may lack its blank line
                         for out in turn.read(decode(splitter.end())[0]):
-                            yielded = True
                             yield out
                 finally:
                     response.close()
@@ -190,7 +185,7 @@ class OpenAICompatProvider:
                 yield StreamEnd(finish_reason=turn.finish, usage=turn.usage)
                 return
             except (TransportError, StatusError) as exc:
-                if yielded:
+                if turn.delivered:
                     raise LLMError(f"LLM stream broke after it started: {self._describe(exc)}") from exc
                 if self._drop_usage_option(exc):
                     attempt -= 1
@@ -206,12 +201,12 @@ class OpenAICompatProvider:
                     extra={"base_url": self.base_url, "model": model},
                 )
             except StreamError as exc:
-                stage = "LLM stream broke after it started" if yielded else "LLM endpoint reported an error"
+                stage = "LLM stream broke after it started" if turn.delivered else "LLM endpoint reported an error"
                 raise LLMError(f"{stage}: {exc}") from exc
             except LLMError:
                 raise
             except Exception as exc:  # garbage from a server that is only roughly compatible
-                stage = "LLM stream broke after it started" if yielded else "unexpected reply from LLM endpoint"
+                stage = "LLM stream broke after it started" if turn.delivered else "unexpected reply from LLM endpoint"
                 raise LLMError(f"{stage}: {exc!r}") from exc
             await asyncio.sleep(delay)
 
@@ -275,10 +270,7 @@ def _completion_as_chunk(body: bytes) -> dict[str, Any]:
     completion = orjson.loads(body)
     if not isinstance(completion, dict):
         raise ValueError(f"expected a chat completion object, got {type(completion).__name__}")
-    if completion.get("error"):
-        error = completion["error"]
-        message = error.get("message") if isinstance(error, dict) else error
-        raise StreamError(message if isinstance(message, str) and message else "the endpoint reported an error")
+    raise_reported_error(completion)
     choices = []
     for choice in completion.get("choices") or ():
         if not isinstance(choice, dict):
@@ -298,6 +290,7 @@ class _Turn:
         self.calls = ToolCallAccumulator()
         self.finish: str | None = None
         self.usage: dict[str, Any] = {}
+        self.delivered = False  # a chunk reached the engine: from here on a failure is not retried
 
     def read(self, values: list[Any]) -> Iterator[StreamChunk]:
         for chunk in values:
@@ -309,7 +302,9 @@ class _Turn:
                 if not isinstance(choice, dict) or choice.get("index", 0) != 0:
                     continue
                 self.finish = choice.get("finish_reason") or self.finish
-                yield from _convert(choice.get("delta"), self.calls)
+                for out in _convert(choice.get("delta"), self.calls):
+                    self.delivered = True
+                    yield out
 
 
 async def _drain(response: Response) -> None:

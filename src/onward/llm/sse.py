@@ -58,6 +58,14 @@ class StreamError(Exception):
     """The server reported an error inside the stream (an `{"error": …}` event)."""
 
 
+def raise_reported_error(value: Any) -> None:
+    """Raise StreamError if `value` is an `{"error": …}` object (a message, or an object with one)."""
+    if isinstance(value, dict) and value.get("error"):
+        error = value["error"]
+        message = error.get("message") if isinstance(error, dict) else error
+        raise StreamError(message if isinstance(message, str) and message else "the endpoint reported an error")
+
+
 def decode(blocks: list[bytes]) -> tuple[list[Any], bool]:
     """The JSON values of complete SSE blocks, and whether `[DONE]` was among them."""
     values: list[Any] = []
@@ -69,9 +77,6 @@ def decode(blocks: list[bytes]) -> tuple[list[Any], bool]:
         if data.startswith(b"[DONE]"):
             return values, True
         value = orjson.loads(data)
-        if isinstance(value, dict) and value.get("error"):
-            error = value["error"]
-            message = error.get("message") if isinstance(error, dict) else error
-            raise StreamError(message if isinstance(message, str) and message else "an error occurred during streaming")
+        raise_reported_error(value)
         values.append(value)
     return values, False
