@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ EVENTS = 200
 DELAY_MS = 10
 IDEAL_S = EVENTS * DELAY_MS / 1000
 TEXT = f"{MATCH} {EVENTS}x{DELAY_MS}ms"  # the pacer reads the pace from the message
+REPEATS_LARGEST = 3  # full mode: the largest N is measured this many times (median)
 
 
 @dataclass
@@ -56,9 +58,9 @@ class RunRecord:
     terminal: str
 
 
-async def _follow(api: Api, cid: str, latencies: list[float]) -> RunRecord:
+async def _follow(api: Api, cid: str, text: str, latencies: list[float]) -> RunRecord:
     t_post = time.time()
-    rid = (await api.start_run_burst(cid, TEXT, model=PACED_MODEL))["id"]
+    rid = (await api.start_run_burst(cid, text, model=PACED_MODEL))["id"]
     t_started = time.time()
     last = events = errors = 0
     end: list[Frame] = []
@@ -82,15 +84,15 @@ async def _follow(api: Api, cid: str, latencies: list[float]) -> RunRecord:
                      end[0].type if end else "")
 
 
-def _runs_job(args: tuple[str, dict[str, str], list[str], float]) -> tuple[list[RunRecord], list[float]]:
-    url, headers, cids, at = args
+def _runs_job(args: tuple[str, dict[str, str], list[str], str, float]) -> tuple[list[RunRecord], list[float]]:
+    url, headers, cids, text, at = args
 
     async def main() -> tuple[list[RunRecord], list[float]]:
         api = Api(url, headers)
         latencies: list[float] = []
         try:
             await asyncio.sleep(max(0.0, at - time.time()))
-            records = await asyncio.gather(*(_follow(api, cid, latencies) for cid in cids))
+            records = await asyncio.gather(*(_follow(api, cid, text, latencies) for cid in cids))
             return list(records), latencies
         finally:
             await api.aclose()
@@ -145,77 +147,129 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
     samples: dict[str, list[float]] = {}
     metrics: dict[str, float | int | None] = {}
     for n in sizes:
-        cids = run_async(_conversations(srv.url, headers, n))
-        shares = split(cids, ctx.pool.processes)
-        others = {"clients": ctx.pool.pids, "pacer": [ctx.pacer.pid]}
-        (user0, sys0), wait0 = cpu_split(srv.pid), runqueue_wait_seconds(srv.pid)
-        others0 = {k: sum(cpu_seconds(p) for p in pids) for k, pids in others.items()}
-        at = start_time()
-        results = ctx.pool.run(_runs_job, [(srv.url, headers, share, at) for share in shares])
-        user1, sys1 = cpu_split(srv.pid)
-        cpu, system = user1 + sys1 - user0 - sys0, sys1 - sys0
-        waited = runqueue_wait_seconds(srv.pid) - wait0
-        others_cpu = {k: sum(cpu_seconds(p) for p in pids) - others0[k] for k, pids in others.items()}
-        records = [r for recs, _ in results for r in recs]
-        latencies = [v for _, lat in results for v in lat]
-        wall = max(r.t_terminal for r in records) - at
-        ratio = wall / IDEAL_S
-        lat = summary(latencies)
-        row: dict[str, Any] = {
-            "runs": n,
-            "wall_s": round(wall, 3),
-            "wall_ratio": round(ratio, 3),
-            "event_latency_ms": lat,
-            "post_ms": summary([(r.t_started - r.t_post) * 1000 for r in records]),
-            "run_wall_s": summary([r.t_terminal - r.t_post for r in records]),
-            "events": sum(r.events for r in records),
-            "seq_errors": sum(r.errors for r in records),
-            "not_completed": sum(1 for r in records if r.terminal != "run.completed"),
-            "server_cpu_s": round(cpu, 2),
-            "server_cpu_share": round(cpu / wall, 2),
-            "server_system_cpu_s": round(system, 2),  # the kernel's part: socket reads and writes
-            "server_cpu_us_per_event": round(cpu / max(1, sum(r.events for r in records)) * 1e6, 1),
-            # the rest of the machine's two cores: the load generators' share of the same wall time
-            "clients_cpu_share": round(others_cpu["clients"] / wall, 2),
-            "pacer_cpu_share": round(others_cpu["pacer"] / wall, 2),
-            "server_runqueue_wait_share": round(waited / wall, 2),
-        }
+        # The largest N is the noisiest (the machine is saturated): measured REPEATS times, the
+        # repetition with the median wall ratio is the row, and the keys are the medians.
+        repeats = REPEATS_LARGEST if n == sizes[-1] and not ctx.quick else 1
+        measured = [_measure(ctx, srv, headers, n, TEXT) for _ in range(repeats)]
+        row, latencies = sorted(measured, key=lambda m: m[0]["wall_ratio"])[len(measured) // 2]
+        if repeats > 1:
+            row["repeats"] = [
+                {"wall_ratio": m["wall_ratio"], "event_latency_ms_p50": m["event_latency_ms"]["p50"],
+                 "event_latency_ms_p99": m["event_latency_ms"]["p99"], "server_cpu_s": m["server_cpu_s"]}
+                for m, _ in measured
+            ]
         if not ctx.quick:  # calibration: the LLM servers read directly, no Onward
             row["llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.pacer.base_url, n)
             if n == sizes[-1]:  # why the pacer: the scripted LLM at the largest N
                 row["scripted_llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.llm.base_url, n)
         scaling.append(row)
         samples[f"event_latency_ms_n{n}"] = downsample(latencies)
-        metrics[f"concurrency_{n}x{EVENTS}_wall_ratio"] = round(ratio, 3)
+        metrics[f"concurrency_{n}x{EVENTS}_wall_ratio"] = row["wall_ratio"]
         calibration = "".join(
             f"; {label} read directly {row[key]:.2f}"
             for key, label in (("llm_direct_wall_ratio", "pacer"), ("scripted_llm_direct_wall_ratio", "scripted LLM"))
             if key in row
         )
+        ratios = ", ".join(f"{m['wall_ratio']:.2f}" for m, _ in measured)
+        spread = f", the median of {repeats}: {ratios}" if repeats > 1 else ""
+        lat = row["event_latency_ms"]
         ctx.progress(
-            f"N={n}: wall {wall:.2f} s (ratio {ratio:.2f}{calibration}), "
-            f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms, server CPU {cpu / wall:.0%} "
-            f"(+{waited / wall:.0%} waiting for a CPU; {row['server_cpu_us_per_event']:.0f} µs per event, "
-            f"{system / max(cpu, 1e-9):.0%} of it in the kernel), "
+            f"N={n}: wall {row['wall_s']:.2f} s (ratio {row['wall_ratio']:.2f}{spread}{calibration}), "
+            f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms, server CPU {row['server_cpu_share']:.0%} "
+            f"(+{row['server_runqueue_wait_share']:.0%} waiting for a CPU; {row['server_cpu_us_per_event']:.0f} µs per "
+            f"event, {row['server_system_cpu_s'] / max(row['server_cpu_s'], 1e-9):.0%} of it in the kernel), "
             f"clients {row['clients_cpu_share']:.0%}, pacer {row['pacer_cpu_share']:.0%}"
         )
     top = scaling[-1]
-    metrics["event_latency_ms_p50"] = top["event_latency_ms"]["p50"]
-    metrics["event_latency_ms_p99"] = top["event_latency_ms"]["p99"]
-    return Result(
-        metrics=metrics,
-        samples=samples,
-        details={
-            "events_per_run": EVENTS,
-            "delay_ms": DELAY_MS,
-            "ideal_s": IDEAL_S,
-            "event_latency_at_runs": top["runs"],
-            "client_processes": ctx.pool.processes,
-            "llm": "bench.pacer (lean paced OpenAI-compatible stream); see its docstring",
-            "llm_request": TEXT,
-            "scaling": scaling,
-        },
+    reps = top.get("repeats") or [
+        {"event_latency_ms_p50": top["event_latency_ms"]["p50"], "event_latency_ms_p99": top["event_latency_ms"]["p99"]}
+    ]
+    metrics["event_latency_ms_p50"] = round(statistics.median(r["event_latency_ms_p50"] for r in reps), 3)
+    metrics["event_latency_ms_p99"] = round(statistics.median(r["event_latency_ms_p99"] for r in reps), 3)
+    details: dict[str, Any] = {
+        "events_per_run": EVENTS,
+        "delay_ms": DELAY_MS,
+        "ideal_s": IDEAL_S,
+        "event_latency_at_runs": top["runs"],
+        "largest_n_repeats": len(reps),
+        "client_processes": ctx.pool.processes,
+        "llm": "bench.pacer (lean paced OpenAI-compatible stream); see its docstring",
+        "llm_request": TEXT,
+        "scaling": scaling,
+    }
+    if not ctx.quick:
+        details["run_lifecycle"] = _lifecycle(ctx, srv, headers, top)
+    return Result(metrics=metrics, samples=samples, details=details)
+
+
+def _measure(
+    ctx: Context, srv: OnwardServer, headers: dict[str, str], n: int, text: str
+) -> tuple[dict[str, Any], list[float]]:
+    """Start `n` runs at one instant (each asking the pacer for `text`), read them all; one row."""
+    cids = run_async(_conversations(srv.url, headers, n))
+    shares = split(cids, ctx.pool.processes)
+    others = {"clients": ctx.pool.pids, "pacer": [ctx.pacer.pid]}
+    (user0, sys0), wait0 = cpu_split(srv.pid), runqueue_wait_seconds(srv.pid)
+    others0 = {k: sum(cpu_seconds(p) for p in pids) for k, pids in others.items()}
+    at = start_time()
+    results = ctx.pool.run(_runs_job, [(srv.url, headers, share, text, at) for share in shares])
+    user1, sys1 = cpu_split(srv.pid)
+    cpu, system = user1 + sys1 - user0 - sys0, sys1 - sys0
+    waited = runqueue_wait_seconds(srv.pid) - wait0
+    others_cpu = {k: sum(cpu_seconds(p) for p in pids) - others0[k] for k, pids in others.items()}
+    records = [r for recs, _ in results for r in recs]
+    latencies = [v for _, lat in results for v in lat]
+    wall = max(r.t_terminal for r in records) - at
+    events = sum(r.events for r in records)
+    row: dict[str, Any] = {
+        "runs": n,
+        "wall_s": round(wall, 3),
+        "wall_ratio": round(wall / IDEAL_S, 3),
+        "event_latency_ms": summary(latencies),
+        "post_ms": summary([(r.t_started - r.t_post) * 1000 for r in records]),
+        "run_wall_s": summary([r.t_terminal - r.t_post for r in records]),
+        "events": events,
+        "seq_errors": sum(r.errors for r in records),
+        "not_completed": sum(1 for r in records if r.terminal != "run.completed"),
+        "server_cpu_s": round(cpu, 2),
+        "server_cpu_share": round(cpu / wall, 2),
+        "server_system_cpu_s": round(system, 2),  # the kernel's part: socket reads and writes
+        "server_cpu_us_per_event": round(cpu / max(1, events) * 1e6, 1),
+        # the rest of the machine's two cores: the load generators' share of the same wall time
+        "clients_cpu_share": round(others_cpu["clients"] / wall, 2),
+        "pacer_cpu_share": round(others_cpu["pacer"] / wall, 2),
+        "server_runqueue_wait_share": round(waited / wall, 2),
+    }
+    return row, latencies
+
+
+def _lifecycle(ctx: Context, srv: OnwardServer, headers: dict[str, str], top: dict[str, Any]) -> dict[str, Any]:
+    """What a run costs the server apart from its events: as many runs as the largest N, started
+    the same way, whose LLM answers with one delta. Splits the largest N's server CPU into the
+    runs' lifecycles (two HTTP requests, an LLM connection, the claim, history, the closing
+    commits) and the per-event path."""
+    n = top["runs"]
+    row, _ = _measure(ctx, srv, headers, n, f"{MATCH} 1x1ms")
+    per_run_ms = row["server_cpu_s"] / n * 1000
+    lifecycle_s = per_run_ms * top["runs"] / 1000
+    out = {
+        "runs": n,
+        "events_per_run": row["events"] / n,
+        "wall_s": row["wall_s"],
+        "server_cpu_ms_per_run": round(per_run_ms, 2),
+        "server_system_cpu_ms_per_run": round(row["server_system_cpu_s"] / n * 1000, 2),
+        # of the largest N's server CPU: how much the lifecycles explain, and what is left per event
+        "share_of_largest_n_cpu": round(lifecycle_s / max(top["server_cpu_s"], 1e-9), 2),
+        "server_cpu_us_per_event_net": round(
+            max(0.0, top["server_cpu_s"] - lifecycle_s) / max(1, top["events"] - row["events"]) * 1e6, 1
+        ),
+    }
+    ctx.progress(
+        f"run lifecycle: {n} runs of one delta, {per_run_ms:.2f} ms of server CPU per run "
+        f"({out['server_system_cpu_ms_per_run']:.2f} in the kernel): {out['share_of_largest_n_cpu']:.0%} of the "
+        f"server CPU at N={top['runs']}, leaving {out['server_cpu_us_per_event_net']:.0f} µs per event"
     )
+    return out
 
 
 def _llm_direct(ctx: Context, base_url: str, n: int) -> float:
