@@ -9,6 +9,7 @@ whose live buffer overflows goes back to the store and continues from its last `
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncGenerator
 
@@ -53,6 +54,8 @@ async def follow(
                         return
                 if complete or len(page) < PAGE:
                     break
+                # Store reads run on the loop's thread: let other tasks in between long replays.
+                await asyncio.sleep(0)
             if last == after and not seen_active and (await store.get_run(run_id)).status.is_terminal:
                 # Nothing replayed and the run has ended: the reader asked for events after the
                 # terminal one. (Had it ended later, its terminal event would arrive live.)

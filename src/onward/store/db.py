@@ -1,12 +1,14 @@
 """Where store operations execute: each is one synchronous function over a SQLAlchemy Connection,
 run in one hop.
 
-Design decision: SQLite goes through the standard library's `sqlite3` (a sync engine) on threads
-of our own — every write on one dedicated thread (SQLite has one writer; writes queue there, in
-order, instead of on a lock), reads on a few threads beside it (WAL lets them run while the writer
-writes). A whole operation, however many statements, costs the event loop one future. Through an
-async driver each statement, fetch and commit was a hop of its own, and under load every hop waits
-a full event-loop iteration: a group commit took hundreds of milliseconds at 200 runs.
+Design decision: SQLite goes through the standard library's `sqlite3` (a sync engine). Every write
+runs on one dedicated thread (SQLite has one writer; writes queue there, in order, instead of on a
+lock). Reads run on the event loop's own thread, in the call: in WAL mode a read never waits for the
+writer, and a lookup takes microseconds, while the hop to a thread and back cost ~3x the read — two
+thread wake-ups and a tussle for the GIL each time SQLite released it (strace: ~400 futex calls per
+run). Reads that may return a great many rows (`scan`: recovery) still go to a reader thread.
+Through an async driver each statement, fetch and commit was a hop of its own, and under load every
+hop waits a full event-loop iteration: a group commit took hundreds of milliseconds at 200 runs.
 Postgres keeps the async engine (asyncpg); the same functions run through `run_sync`.
 
 Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread of their
@@ -36,7 +38,7 @@ T = TypeVar("T")
 
 Operation = Callable[Concatenate[Connection, P], T]
 
-READ_THREADS = 4
+READ_THREADS = 2  # for `scan` only
 CHECKPOINT_INTERVAL_S = 1.0
 CHECKPOINT_GIVE_UP = 10  # failures in a row before the writer checkpoints by itself again
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
@@ -60,7 +62,8 @@ class Database:
             self._writer = create_engine(parsed, connect_args=args, pool_size=1, max_overflow=0)
             self._reader = create_engine(parsed, connect_args=args, pool_size=READ_THREADS, max_overflow=0)
             self._checkpointer = create_engine(parsed, connect_args=args, pool_size=1, max_overflow=0)
-            for engine in (self._writer, self._reader, self._checkpointer):
+            self._inline = create_engine(parsed, connect_args=args, pool_size=1, max_overflow=0)  # `read`
+            for engine in (self._writer, self._reader, self._checkpointer, self._inline):
                 event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(self._writer, "connect", _writer_pragmas)
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="onward-db-write")
@@ -78,9 +81,17 @@ class Database:
         self.paramstyle: str = self.dialect.paramstyle
 
     async def read(self, op: Operation[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a read of bounded size; SQLite: here, on the calling thread (see the module's note)."""
         if self._async is not None:
             async with self._async.connect() as conn:
                 return await conn.run_sync(op, *args, **kwargs)
+        return _on_connection(self._inline, op, *args, **kwargs)
+
+    async def scan(self, op: Operation[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a read that may return a great many rows; SQLite: on a reader thread, so that the
+        event loop is not held while SQLite reads."""
+        if self._async is not None:
+            return await self.read(op, *args, **kwargs)
         call = functools.partial(_on_connection, self._reader, op, *args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(self._read_threads, call)
 
@@ -137,6 +148,7 @@ class Database:
             await loop.run_in_executor(None, pool.shutdown)
         self._writer.dispose()
         self._reader.dispose()
+        self._inline.dispose()
         self._checkpointer.dispose()
 
 

@@ -44,6 +44,7 @@ from onward.store.schema import conversations, messages, run_events, runs, users
 log = logging.getLogger(__name__)
 
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
+SCAN_ABOVE_ROWS = 10_000  # a read asking for more rows than this goes to a reader thread (Database.scan)
 
 # The statements of the hot paths (every run start, stream, replay, claim) as text, compiled once:
 # building a select() or insert() and its cache key cost ~3x the execution itself (230 vs 65 µs).
@@ -227,7 +228,7 @@ class SqlStore:
         return await self.db.read(_active_run, conversation_id)
 
     async def runs_with_status(self, statuses: Iterable[RunStatus]) -> list[Run]:
-        return await self.db.read(_runs_with_status, [s.value for s in statuses])
+        return await self.db.scan(_runs_with_status, [s.value for s in statuses])
 
     async def request_cancel(self, run_id: str) -> bool:
         """running → cancelling, durably. False if the run was not running."""
@@ -240,7 +241,8 @@ class SqlStore:
         await self.db.write(_write_batch, batch, self._event_sql)
 
     async def events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
-        return await self.db.read(_events, run_id, after, limit)
+        read = self.db.scan if limit > SCAN_ABOVE_ROWS else self.db.read
+        return await read(_events, run_id, after, limit)
 
 
 # The operations: each runs on one connection (inside a transaction when written through `write`).
