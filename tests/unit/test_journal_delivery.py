@@ -13,7 +13,7 @@ from tests.worlds import World, open_world
 from onward.bus.memory import MemoryBus
 from onward.core.events import Event, MessageDelta, RunCompleted, RunStarted, encode
 from onward.core.runs import RunStatus
-from onward.delivery import follow, wait_events
+from onward.delivery import PAGE, follow, wait_events
 from onward.journal import Journal
 from onward.store.db import CHECKPOINT_GIVE_UP
 from onward.store.sql import SqlStore
@@ -298,3 +298,35 @@ async def test_when_checkpoints_keep_failing_the_writer_checkpoints_again(world:
     await _started_run(world)  # a write, queued on the writer thread after the restore
     with db._writer.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+
+
+async def test_a_long_replay_from_the_store_lets_other_tasks_run_between_pages(world: World) -> None:
+    """Store reads run on the event loop's thread; a reader replaying a long finished run must not
+    hold the loop for the whole log (every other stream would stall behind it)."""
+    rid = await _started_run(world)
+    for i in range(2 * PAGE + 10):
+        world.journal.record(rid, MessageDelta(message_id="m", text=str(i)))
+    await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
+    world.journal.release(rid)
+
+    ticks = 0
+    seen_at_page: list[int] = []
+
+    async def other_task() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    other = asyncio.create_task(other_task())
+    await asyncio.sleep(0)
+    try:
+        seqs: list[int] = []
+        async for batch in follow(world.store, world.bus, rid, 0):
+            seen_at_page.append(ticks)
+            seqs.extend(e.seq for e in batch)
+    finally:
+        other.cancel()
+    assert seqs == list(range(1, 2 * PAGE + 13))  # run.started, the deltas, run.completed
+    assert len(seen_at_page) == 3
+    assert seen_at_page[0] < seen_at_page[1] < seen_at_page[2], seen_at_page
