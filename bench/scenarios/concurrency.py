@@ -146,11 +146,13 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
     scaling: list[dict[str, Any]] = []
     samples: dict[str, list[float]] = {}
     metrics: dict[str, float | int | None] = {}
+    problems: list[str] = []
     for n in sizes:
         # The largest N is the noisiest (the machine is saturated): measured REPEATS times, the
         # repetition with the median wall ratio is the row, and the keys are the medians.
         repeats = REPEATS_LARGEST if n == sizes[-1] and not ctx.quick else 1
         measured = [_measure(ctx, srv, headers, n, TEXT) for _ in range(repeats)]
+        problems += [p for m, _ in measured for p in _problems(m)]
         row, latencies = sorted(measured, key=lambda m: m[0]["wall_ratio"])[len(measured) // 2]
         if repeats > 1:
             row["repeats"] = [
@@ -198,8 +200,19 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
         "scaling": scaling,
     }
     if not ctx.quick:
-        details["run_lifecycle"] = _lifecycle(ctx, srv, headers, top)
-    return Result(metrics=metrics, samples=samples, details=details)
+        details["run_lifecycle"], lifecycle_row = _lifecycle(ctx, srv, headers, top)
+        problems += _problems(lifecycle_row)
+    return Result(metrics=metrics, samples=samples, details=details, problems=problems)
+
+
+def _problems(row: dict[str, Any]) -> list[str]:
+    """Correctness, which fails the bench: every run read whole, in order, and completed."""
+    out = []
+    if row["seq_errors"]:
+        out.append(f"concurrency: N={row['runs']}: {row['seq_errors']} sequence gaps or duplicates")
+    if row["not_completed"]:
+        out.append(f"concurrency: N={row['runs']}: {row['not_completed']} runs did not complete")
+    return out
 
 
 def _measure(
@@ -243,7 +256,9 @@ def _measure(
     return row, latencies
 
 
-def _lifecycle(ctx: Context, srv: OnwardServer, headers: dict[str, str], top: dict[str, Any]) -> dict[str, Any]:
+def _lifecycle(
+    ctx: Context, srv: OnwardServer, headers: dict[str, str], top: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """What a run costs the server apart from its events: as many runs as the largest N, started
     the same way, whose LLM answers with one delta. Splits the largest N's server CPU into the
     runs' lifecycles (two HTTP requests, an LLM connection, the claim, history, the closing
@@ -269,7 +284,7 @@ def _lifecycle(ctx: Context, srv: OnwardServer, headers: dict[str, str], top: di
         f"({out['server_system_cpu_ms_per_run']:.2f} in the kernel): {out['share_of_largest_n_cpu']:.0%} of the "
         f"server CPU at N={top['runs']}, leaving {out['server_cpu_us_per_event_net']:.0f} µs per event"
     )
-    return out
+    return out, row
 
 
 def _llm_direct(ctx: Context, base_url: str, n: int) -> float:
