@@ -21,6 +21,8 @@ from onward import __version__
 from onward.accounts.bootstrap import base_url, bootstrap_admin
 from onward.accounts.passwords import warm_up
 from onward.accounts.service import AccountService
+from onward.activity import Activity
+from onward.api import activity as activity_api
 from onward.api import admin, auth, conversations, files, meta, runs, tokens, ws
 from onward.api.deps import Services
 from onward.api.errors import BodyLimit, install_error_handlers
@@ -87,8 +89,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             log.warning(sandbox.warning)
         providers = ProviderPool(settings)
         engine = Engine(settings, store, journal, default_registry(), providers, sandbox)
-        runner = LocalRunner(settings, engine, journal)
-        service = RunService(settings, store, journal, runner)
+        activity = Activity(store, settings.subscriber_queue_events)
+        runner = LocalRunner(settings, engine, journal, activity)
+        service = RunService(settings, store, journal, runner, activity)
         recovered = await service.recover()
         if recovered:
             log.warning("recovered %d runs left active by a previous process", len(recovered))
@@ -98,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         print(first_start or f"Log in at {base_url(settings)}/ (reset a password: onward user passwd NAME)", flush=True)
         app.state.services = Services(
             settings, store, bus, service, accounts, account_store,
-            RunLimits(settings, account_store), Workspaces(settings), sandbox,
+            RunLimits(settings, account_store), Workspaces(settings), sandbox, activity,
         )
         app.state.runner = runner
         try:
@@ -124,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(tokens.router)
     app.include_router(conversations.router)
     app.include_router(runs.router)
+    app.include_router(activity_api.router)
     app.include_router(ws.router)
     app.include_router(files.router)
     app.include_router(admin.router)

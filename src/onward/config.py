@@ -80,7 +80,9 @@ class Settings(BaseSettings):
 
     max_input_chars: int = Field(100_000, description="Longest user message accepted.")
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted (uploads excepted).")
-    subscriber_queue_events: int = Field(10_000, description="Events buffered per live reader before it falls back to replay.")
+    subscriber_queue_events: int = Field(
+        10_000, description="Events buffered per live reader before it falls back to replay (notices, per activity feed)."
+    )
     replay_tail_events: int = Field(
         512, ge=0, description="Latest events of each active run kept in memory for readers that reconnect (~0.3 KB each)."
     )

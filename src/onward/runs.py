@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+from onward.activity import Activity
 from onward.config import Settings
 from onward.core.events import MessageCompleted, RunCancelled, RunInterrupted
 from onward.core.messages import unanswered_tool_calls
@@ -26,11 +27,14 @@ log = logging.getLogger(__name__)
 
 
 class RunService:
-    def __init__(self, settings: Settings, store: Store, journal: Journal, runner: LocalRunner) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, journal: Journal, runner: LocalRunner, activity: Activity
+    ) -> None:
         self.settings = settings
         self.store = store
         self.journal = journal
         self.runner = runner
+        self.activity = activity
 
     async def start(
         self, user_id: str, conversation_id: str, text: str, model: str | None, if_busy: str = "reject"
@@ -61,6 +65,7 @@ class RunService:
                     await self.runner.wait_finished(active.id, timeout=10)
         else:
             raise ConversationBusy("the active run did not stop in time; try again")
+        await self.activity.changed(run.id, user_id)
         self.runner.submit(run)
         return run
 
@@ -77,12 +82,15 @@ class RunService:
             if done:
                 self.journal.release(run.id)
                 self.runner.signal_cancel(run.id)
+                await self.activity.changed(run.id, run.user_id)
                 return await self.store.get_run(run.id), True
             run = await self.store.get_run(run.id)
             if run.status.is_terminal:
                 return run, False
         changed = await self.store.request_cancel(run.id)
         self.runner.signal_cancel(run.id)
+        if changed:
+            await self.activity.changed(run.id, run.user_id)
         return await self.store.get_run(run.id), changed
 
     async def recover(self) -> list[str]:

@@ -92,11 +92,11 @@ def requests_against(victim: Owner) -> list[tuple[str, str, str, dict[str, Any]]
 
 
 # Endpoints that take no resource of anyone (the caller's own lists and selves, public ones):
-# their isolation is checked by the list tests below.
+# their isolation is checked by the list tests below (the activity feed's in test_activity.py).
 OWN_ONLY = {
     ("/api/health", "GET"), ("/api/models", "GET"), ("/api/auth/login", "POST"), ("/api/auth/logout", "POST"),
     ("/api/auth/me", "GET"), ("/api/conversations", "GET"), ("/api/conversations", "POST"),
-    ("/api/runs", "GET"), ("/api/tokens", "GET"), ("/api/tokens", "POST"),
+    ("/api/runs", "GET"), ("/api/tokens", "GET"), ("/api/tokens", "POST"), ("/api/activity", "GET"),
 }
 
 

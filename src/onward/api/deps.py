@@ -17,6 +17,7 @@ from starlette.requests import HTTPConnection
 
 from onward.accounts.service import AccountService
 from onward.accounts.tokens import same
+from onward.activity import Activity
 from onward.bus.base import EventBus
 from onward.config import Settings
 from onward.errors import CsrfFailed, NotFound, Unauthorized
@@ -47,6 +48,7 @@ class Services:
     limits: RunLimits
     workspaces: Workspaces
     sandbox: CommandSandbox
+    activity: Activity
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+from onward.activity import Activity
 from onward.config import Settings
 from onward.core.events import EventData, RunCancelled, RunFailed, RunInterrupted, RunStarted
 from onward.core.runs import Run, RunStatus
@@ -33,10 +34,11 @@ class _Active:
 
 
 class LocalRunner:
-    def __init__(self, settings: Settings, engine: Engine, journal: Journal) -> None:
+    def __init__(self, settings: Settings, engine: Engine, journal: Journal, activity: Activity) -> None:
         self.settings = settings
         self.engine = engine
         self.journal = journal
+        self.activity = activity
         self.accepting = True
         self._active: dict[str, _Active] = {}
         self._supervisors: set[asyncio.Task[None]] = set()
@@ -116,13 +118,14 @@ class LocalRunner:
         )
         if not claimed:
             return  # cancelled while queued, or taken by someone else
+        await self.activity.changed(run.id, run.user_id)
         state = RunState(run=run.evolve(status=RunStatus.RUNNING), next_position=0)
-        if entry.stop_with is not None:
-            await finish(self.journal, state, entry.stop_with)
-            return
-        entry.task = asyncio.create_task(self.engine.execute(state), name=f"loop-{run.id}")
-        terminal = await self._await_loop(entry)
+        terminal = entry.stop_with
+        if terminal is None:
+            entry.task = asyncio.create_task(self.engine.execute(state), name=f"loop-{run.id}")
+            terminal = await self._await_loop(entry)
         await finish(self.journal, state, terminal)
+        await self.activity.changed(run.id, run.user_id)
 
     async def _await_loop(self, entry: _Active) -> EventData:
         task = entry.task
