@@ -1,6 +1,6 @@
 // A run's log and its stored messages, shaped exactly as the server writes them (engine/loop.py,
 // engine/finish.py), for the reducer tests.
-import type { RunEvent, StoredMessage } from "../src/api/types";
+import type { Run, RunEvent, RunStatus, StoredMessage } from "../src/api/types";
 
 export function makeLog(runId: string, items: [string, Record<string, unknown>][]): RunEvent[] {
   return items.map(([type, data], i) => ({ seq: i + 1, run_id: runId, type, ts: 1_790_000_000 + i, data, v: 1 }));
@@ -75,4 +75,21 @@ export function cancelledRunLog(runId = "run_2"): RunEvent[] {
     ],
     ["run.cancelled", { reason: "cancelled by user" }],
   ]);
+}
+
+/** A run as GET /api/runs/{id} answers (and the activity feed sends it). */
+export function makeRun(id: string, status: RunStatus, conversationId = "conv_1"): Run {
+  return {
+    id,
+    conversation_id: conversationId,
+    status,
+    input: "say hi",
+    model: null,
+    created_at: "2026-01-01T00:00:00Z",
+    started_at: null,
+    finished_at: null,
+    last_seq: 0,
+    error: null,
+    usage: null,
+  };
 }

@@ -164,3 +164,30 @@ def test_two_tabs_show_the_same_run(context: BrowserContext, page_errors: PageEr
     expect(turn_of(a, other).get_by_test_id("tool-block")).to_have_attribute("data-status", "cancelled")
     expect(badge).to_have_count(0)
     assert read_turn(turn_of(a, other)) == read_turn(turn_of(b, other))
+
+
+def test_a_run_started_elsewhere_is_pushed_not_polled(page: Page, llm: ScriptedLLM, api: Api) -> None:
+    """The activity feed: a run started on another device (here: the API) shows in the sidebar at
+    once, its end too, and while the feed is live the page asks the server nothing on a timer."""
+    llm.script([{"tool_calls": [tool_call("run_command", {"command": "echo ready; sleep 60"})]}], match="E2E-FEED")
+    checks: list[float] = []
+    page.on("request", lambda r: checks.append(time.monotonic()) if "/api/runs?" in r.url else None)
+    with page.expect_response(lambda r: r.url.endswith("/api/activity")) as feed:
+        page.goto("/")
+    assert feed.value.status == 200
+    # the feed's first bytes make the page catch up once (active runs + recent runs)
+    deadline = time.monotonic() + 10
+    while len(checks) < 2:
+        assert time.monotonic() < deadline, "no catch-up check after the feed opened"
+        page.wait_for_timeout(50)
+    live_since = time.monotonic()
+    cid = api.conversation("E2E-FEED from another device")
+    rid = api.start(cid, "E2E-FEED elsewhere")["id"]
+    badge = page.locator(f'[data-testid=conversation-item][data-id="{cid}"] [data-testid=live-badge]')
+    # well under the 4 s of the fallback check: only a push can be this quick
+    expect(badge).to_be_visible(timeout=2000)
+    api.cancel(rid)
+    expect(badge).to_have_count(0, timeout=2000)
+    # over a whole fallback interval (4 s), no timed check happened while the feed was live
+    page.wait_for_timeout(max(0.0, live_since + 4.5 - time.monotonic()) * 1000)
+    assert [t for t in checks if t > live_since] == []

@@ -1,5 +1,5 @@
-// Tabs of one browser tell each other what happened at once (BroadcastChannel); the server-side
-// check in the conversations store covers other browsers and devices.
+// Tabs of one browser tell each other what happened at once (BroadcastChannel); the activity feed
+// in the conversations store (and its fallback check) covers other browsers and devices.
 
 export type TabMessage =
   | { kind: "run-started"; conversationId: string; runId: string }

@@ -1,6 +1,7 @@
 // The open conversation's transcript and the live runs in it: loading (stored messages, then the
 // active run's events after them), following runs over SSE, sending, stopping, and noticing runs
-// that another tab or device started. Every event goes through the transcript reducer.
+// that another tab or device started (the tab channel, the activity feed and its check). Every
+// event goes through the transcript reducer.
 
 import { defineStore } from "pinia";
 import { computed, reactive, ref } from "vue";
@@ -44,6 +45,9 @@ export const useRunsStore = defineStore("runs", () => {
   const announcement = ref("");
   const streams = new Map<string, RunStream>();
   let generation = 0;
+  /** Runs being started by send() (POST in flight), and the unknown runs noticed meanwhile. */
+  let starting = 0;
+  const deferred: Run[] = [];
 
   const activeTurn = computed(() => [...transcript.turns].reverse().find((t) => isActive(t)) ?? null);
   const busy = computed(() => activeTurn.value !== null);
@@ -182,18 +186,24 @@ export const useRunsStore = defineStore("runs", () => {
     };
     const running = activeTurn.value?.runId;
     if (options.interrupt && running) markCancelling(transcript, running);
-    let run: Run;
+    starting += 1;
     try {
-      run = await http.post<Run>(`/api/conversations/${encodeURIComponent(cid)}/runs`, body);
-    } catch (exc) {
-      if (exc instanceof ApiError && exc.code === "conversation_busy") void open(cid);
-      throw exc;
+      let run: Run;
+      try {
+        run = await http.post<Run>(`/api/conversations/${encodeURIComponent(cid)}/runs`, body);
+      } catch (exc) {
+        if (exc instanceof ApiError && exc.code === "conversation_busy") void open(cid);
+        throw exc;
+      }
+      if (conversationId.value !== cid) return;
+      follow(run.id, text, run.status);
+      conversations.markActive(cid, run.id);
+      conversations.touch(cid);
+      postToTabs({ kind: "run-started", conversationId: cid, runId: run.id });
+    } finally {
+      starting -= 1;
+      if (starting === 0) noticeRuns(deferred.splice(0));
     }
-    if (conversationId.value !== cid) return;
-    follow(run.id, text, run.status);
-    conversations.markActive(cid, run.id);
-    conversations.touch(cid);
-    postToTabs({ kind: "run-started", conversationId: cid, runId: run.id });
   }
 
   async function stop(): Promise<void> {
@@ -212,15 +222,18 @@ export const useRunsStore = defineStore("runs", () => {
   function noticeRuns(runs: readonly Run[]): void {
     const cid = conversationId.value;
     if (!cid || loadState.value !== "ready") return;
-    const unknown = runs.some((r) => r.conversation_id === cid && !findTurn(transcript, r.id));
-    if (unknown) void open(cid);
+    const unknown = runs.filter((r) => r.conversation_id === cid && !findTurn(transcript, r.id));
+    if (unknown.length === 0) return;
+    // the server tells of a run this tab is starting before the POST answers: wait for the answer
+    if (starting > 0) deferred.push(...unknown);
+    else void open(cid);
   }
 
   let watching = false;
   function startWatching(): void {
     if (watching) return;
     watching = true;
-    conversations.onCheck(noticeRuns);
+    conversations.onRuns(noticeRuns);
     onTabMessage((message) => {
       const cid = conversationId.value;
       if (message.kind === "run-started" && message.conversationId === cid && !findTurn(transcript, message.runId)) {
