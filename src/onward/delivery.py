@@ -37,13 +37,14 @@ async def follow(
     With `heartbeat`, yields [] when nothing happened for that many seconds.
     """
     last = after
+    from_store = False
     while True:
         sub = bus.subscribe(run_id)
         try:
             while True:
                 # An active run's recent events are in the bus (committed ones only, and read
                 # after subscribing, so whatever the snapshot lacks arrives live); else the store.
-                page = bus.recent(run_id, last)
+                page = None if from_store else bus.recent(run_id, last)
                 complete = page is not None
                 if page is None:
                     page = await store.events(run_id, after=last, limit=PAGE)
@@ -58,9 +59,12 @@ async def follow(
                 await asyncio.sleep(0)
             if last == after and not seen_active and (await store.get_run(run_id)).status.is_terminal:
                 # Nothing replayed and the run has ended: the reader asked for events after the
-                # terminal one. (Had it ended later, its terminal event would arrive live.)
+                # terminal one — or the end is committed but not yet published, so the bus's tail
+                # lacks it: replay from the store, which has it. (Reads do not suspend this task,
+                # so waiting here for the bus to catch up would never let it.)
                 if not await store.events(run_id, last, 1):
                     return
+                from_store = True
                 continue
             while True:
                 try:

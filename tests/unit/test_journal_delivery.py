@@ -15,6 +15,7 @@ from onward.core.events import Event, MessageDelta, RunCompleted, RunStarted, en
 from onward.core.runs import RunStatus
 from onward.delivery import PAGE, follow, wait_events
 from onward.journal import Journal
+from onward.store.base import RunChange, WriteBatch
 from onward.store.db import CHECKPOINT_GIVE_UP
 from onward.store.sql import SqlStore
 
@@ -330,3 +331,37 @@ async def test_a_long_replay_from_the_store_lets_other_tasks_run_between_pages(w
     assert seqs == list(range(1, 2 * PAGE + 13))  # run.started, the deltas, run.completed
     assert len(seen_at_page) == 3
     assert seen_at_page[0] < seen_at_page[1] < seen_at_page[2], seen_at_page
+
+
+class _CountingStore(SqlStore):
+    """The real store, failing loudly instead of letting a reader spin on it forever."""
+
+    reads = 0
+
+    async def events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        self.reads += 1
+        assert self.reads < 50, "follow() keeps re-reading the store without making progress"
+        return await super().events(run_id, after, limit)
+
+
+async def test_an_end_committed_but_not_yet_published_is_replayed_from_the_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The window between a commit and its publish: the run is terminal in the database, the bus's
+    tail still ends before the terminal event. A reader arriving then, after the tail's last seq,
+    must get the end from the store — store reads do not suspend the task, so waiting for the bus
+    to catch up would spin forever (this hung the bench's resume scenario)."""
+    store = _CountingStore(f"sqlite:///{tmp_path / 'onward.db'}")
+    await store.init()
+    try:
+        async with open_world(store, MemoryBus()) as w:
+            rid = await _started_run(w)
+            w.journal.record(rid, MessageDelta(message_id="m", text="a"))
+            await w.journal.flush()  # seq 1 and 2 committed and published: the bus's tail is [1, 2]
+            w.journal.release(rid)
+            end = encode(rid, 3, RunCompleted())
+            await store.write(WriteBatch(events=[end], changes=[RunChange(rid, {"status": "completed"})]))
+            # committed, not published (the journal's publish would come next)
+            assert w.bus.recent(rid, 2) == []
+            seqs = await asyncio.wait_for(_collect(w, rid, after=2), timeout=10)
+            assert seqs == [3]
+    finally:
+        await store.close()
