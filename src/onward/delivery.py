@@ -9,7 +9,6 @@ whose live buffer overflows goes back to the store and continues from its last `
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncGenerator
 
@@ -55,13 +54,11 @@ async def follow(
                         return
                 if complete or len(page) < PAGE:
                     break
-                # Store reads run on the loop's thread: let other tasks in between long replays.
-                await asyncio.sleep(0)
             if last == after and not seen_active and (await store.get_run(run_id)).status.is_terminal:
                 # Nothing replayed and the run has ended: the reader asked for events after the
                 # terminal one — or the end is committed but not yet published, so the bus's tail
-                # lacks it: replay from the store, which has it. (Reads do not suspend this task,
-                # so waiting here for the bus to catch up would never let it.)
+                # lacks it: replay from the store, which has it (asking the bus again would spin
+                # until the publish came).
                 if not await store.events(run_id, last, 1):
                     return
                 from_store = True

@@ -347,8 +347,8 @@ class _CountingStore(SqlStore):
 async def test_an_end_committed_but_not_yet_published_is_replayed_from_the_store(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """The window between a commit and its publish: the run is terminal in the database, the bus's
     tail still ends before the terminal event. A reader arriving then, after the tail's last seq,
-    must get the end from the store — store reads do not suspend the task, so waiting for the bus
-    to catch up would spin forever (this hung the bench's resume scenario)."""
+    must get the end from the store; asking the bus again and again spun (with store reads that did
+    not suspend the task, forever: this hung the bench's resume scenario)."""
     store = _CountingStore(f"sqlite:///{tmp_path / 'onward.db'}")
     await store.init()
     try:
