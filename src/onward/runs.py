@@ -65,8 +65,8 @@ class RunService:
                     await self.runner.wait_finished(active.id, timeout=10)
         else:
             raise ConversationBusy("the active run did not stop in time; try again")
+        self.runner.submit(run)  # before any await: a stored run is never left unsubmitted
         await self.activity.changed(run.id, user_id)
-        self.runner.submit(run)
         return run
 
     async def cancel(self, run: Run) -> tuple[Run, bool]:
