@@ -20,6 +20,12 @@ from onward.store.base import Store
 
 log = logging.getLogger(__name__)
 
+ENDED_REMEMBERED = 1000  # per feed: the runs whose end it has seen (an older notice must not revive them)
+
+
+class FeedClosed(Exception):
+    """The server is shutting down: the feed ends (a client reconnects to the next server)."""
+
 
 class Feed:
     """One open feed: the notices not yet taken, at most `limit` of them."""
@@ -29,27 +35,34 @@ class Feed:
         self.user_id = user_id
         self._limit = limit
         self._notices: deque[dict[str, Any]] = deque()
-        self._ended: set[str] = set()  # runs this feed has seen end: an older notice must not revive them
+        self._ended: dict[str, None] = {}  # the last ENDED_REMEMBERED runs this feed saw end, oldest first
         self._waiter: asyncio.Future[None] | None = None
         self.lagged = False
+        self.closed = False  # by the server (shutdown)
 
     def _push(self, run: Run) -> None:
-        if self.lagged or run.id in self._ended:
+        if self.lagged or self.closed or run.id in self._ended:
             return
         if run.status.is_terminal:
-            self._ended.add(run.id)
+            self._ended[run.id] = None
+            if len(self._ended) > ENDED_REMEMBERED:
+                del self._ended[next(iter(self._ended))]
         if len(self._notices) >= self._limit:
             self.lagged = True
             self._notices.clear()
             self.close()
         else:
             self._notices.append(run.to_json())
+        self._wake()
+
+    def _wake(self) -> None:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
     async def get(self, timeout: float | None = None) -> list[dict[str, Any]]:
-        """The notices since the last call, waiting for one; [] after `timeout` s. Raises Lagged."""
-        if not self._notices and not self.lagged:
+        """The notices since the last call, waiting for one; [] after `timeout` s.
+        Raises Lagged (the client fell behind) or FeedClosed (the server is shutting down)."""
+        if not self._notices and not self.lagged and not self.closed:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             try:
                 await asyncio.wait_for(waiter, timeout)
@@ -59,6 +72,8 @@ class Feed:
                 self._waiter = None
         if self.lagged:
             raise Lagged(self.user_id)
+        if self.closed:
+            raise FeedClosed()
         out = list(self._notices)
         self._notices.clear()
         return out
@@ -72,11 +87,25 @@ class Activity:
         self.store = store
         self.feed_limit = feed_limit
         self._feeds: dict[str, set[Feed]] = {}
+        self.closed = False
 
     def watch(self, user_id: str) -> Feed:
         feed = Feed(self, user_id, self.feed_limit)
-        self._feeds.setdefault(user_id, set()).add(feed)
+        if self.closed:
+            feed.closed = True
+        else:
+            self._feeds.setdefault(user_id, set()).add(feed)
         return feed
+
+    def close(self) -> None:
+        """End every open feed now (server shutdown): an open feed never ends by itself, and
+        uvicorn would wait its whole graceful-shutdown timeout for it."""
+        self.closed = True
+        for feeds in list(self._feeds.values()):
+            for feed in list(feeds):
+                feed.closed = True
+                feed._wake()
+                self._drop(feed)
 
     async def changed(self, run_id: str, user_id: str) -> None:
         """A change of the run's status was committed: tell the user's open feeds, if any."""

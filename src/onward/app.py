@@ -104,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             RunLimits(settings, account_store), Workspaces(settings), sandbox, activity,
         )
         app.state.runner = runner
+        app.state.activity = activity
         try:
             yield
         finally:

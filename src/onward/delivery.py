@@ -16,7 +16,7 @@ from onward.bus.base import EventBus, Lagged
 from onward.core.events import Event
 from onward.store.base import Store
 
-PAGE = 2000
+PAGE = 500  # events per store read (≤ SCAN_ABOVE_ROWS: read on the loop's thread, briefly)
 
 
 async def follow(

@@ -38,16 +38,15 @@ class _Server(uvicorn.Server):
         gc.freeze()
 
     async def shutdown(self, sockets: Any = None) -> None:
-        app = self.config.loaded_app
-        runner = getattr(getattr(app, "state", None), "runner", None) if app is not None else None
-        if runner is None:
-            # uvicorn wraps the app in middleware; find the FastAPI instance underneath
-            inner = getattr(app, "app", None)
-            while inner is not None and runner is None:
-                runner = getattr(getattr(inner, "state", None), "runner", None)
-                inner = getattr(inner, "app", None)
-        if runner is not None:
-            await runner.shutdown(self.settings.shutdown_grace_s)
+        # uvicorn wraps the app in middleware; find the FastAPI instance's state underneath
+        app, state = self.config.loaded_app, None
+        while app is not None and state is None:
+            candidate = getattr(app, "state", None)
+            state = candidate if getattr(candidate, "runner", None) is not None else None
+            app = getattr(app, "app", None)
+        if state is not None:
+            await state.runner.shutdown(self.settings.shutdown_grace_s)  # runs end: their streams end
+            state.activity.close()  # activity feeds never end by themselves
         await super().shutdown(sockets)
 
 

@@ -7,12 +7,14 @@ import contextlib
 import json
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 
 from onward.testing.fake_llm import ScriptedLLM
 from onward.testing.server import OnwardServer
+from tests.server.conftest import SERVER_SETTINGS
 from tests.server.helpers import Api
 
 TERMINAL_STATUSES = {"completed", "cancelled", "failed", "interrupted"}
@@ -129,3 +131,21 @@ def test_a_revoked_token_ends_the_feed(server: OnwardServer, api: Api) -> None:
 def test_the_feed_needs_a_login(server: OnwardServer) -> None:
     r = httpx.get(f"{server.url}/api/activity")
     assert r.status_code == 401 and r.json()["error"]["message"]
+
+
+def test_an_open_feed_does_not_hold_up_shutdown(llm: ScriptedLLM, tmp_path: Path) -> None:
+    """A feed never ends by itself: the server ends it at shutdown (uvicorn would otherwise wait
+    its whole graceful-shutdown timeout, 5 s, for every open tab)."""
+    with OnwardServer(tmp_path / "home", llm.base_url, **SERVER_SETTINGS) as srv:
+        f = Feed(srv, srv.auth_headers())
+        try:
+            frames = f.frames()
+            assert next(frames) == ("comment", "connected")
+            started = time.monotonic()
+            srv.stop()
+            took = time.monotonic() - started
+            comments = [value for kind, value in frames if kind == "comment"]  # to the end of the stream
+        finally:
+            f.close()
+    assert "server shutting down" in comments
+    assert took < 3, f"shutdown took {took:.1f} s with a feed open"

@@ -8,6 +8,7 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import StreamingResponse
 
+from onward.activity import FeedClosed
 from onward.api.deps import CredentialCheck, Svc, User
 from onward.bus.base import Lagged
 
@@ -21,10 +22,10 @@ async def activity(request: Request, svc: Svc, user: User) -> StreamingResponse:
     or the API. Notices are hints, not a log: they have no ids and no resume, so after (re)connecting
     read `GET /api/runs?active=true` once. The stream ends when the client falls behind (`: lagged`)
     or its token or session stops being valid; reconnect."""
-    feed = svc.activity.watch(user.id)  # before the first byte: nothing after `: connected` is missed
     credential = CredentialCheck(request, svc, user)
 
     async def frames() -> AsyncIterator[str]:
+        feed = svc.activity.watch(user.id)  # before the first byte: nothing after `: connected` is missed
         try:
             yield ": connected\n\n"
             while True:
@@ -32,6 +33,9 @@ async def activity(request: Request, svc: Svc, user: User) -> StreamingResponse:
                     runs = await feed.get(timeout=svc.settings.sse_heartbeat_s)
                 except Lagged:
                     yield ": lagged; reconnect and read the runs again\n\n"
+                    return
+                except FeedClosed:
+                    yield ": server shutting down\n\n"
                     return
                 if not await credential.still_valid():
                     yield ": credentials revoked\n\n"

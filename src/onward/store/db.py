@@ -78,6 +78,10 @@ class Database:
             self._checkpointing: concurrent.futures.Future[None] | None = None
             self._checkpoint_failures = 0
             self.dialect = self._writer.dialect
+            # Only a read in WAL mode never waits for the writer: without it (a filesystem with no
+            # shared memory) a read could sleep in SQLite's busy handler, so it goes to a thread.
+            with self._inline.connect() as conn:
+                self._read_inline = conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         else:
             self._async = create_async_engine(parsed, pool_size=10, max_overflow=20)
             self.dialect = self._async.dialect
@@ -88,6 +92,8 @@ class Database:
         if self._async is not None:
             async with self._async.connect() as conn:
                 return await conn.run_sync(op, *args, **kwargs)
+        if not self._read_inline:
+            return await self.scan(op, *args, **kwargs)
         result = _on_connection(self._inline, op, *args, **kwargs)
         # Still a suspension point, as an `await` reads: a loop of reads never starves the others.
         await asyncio.sleep(0)

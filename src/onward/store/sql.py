@@ -44,7 +44,10 @@ from onward.store.schema import conversations, messages, run_events, runs, users
 log = logging.getLogger(__name__)
 
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
-SCAN_ABOVE_ROWS = 10_000  # a read asking for more rows than this goes to a reader thread (Database.scan)
+# A read asking for more rows than this goes to a reader thread (Database.scan): a page of events
+# read on the loop's thread holds it for at most a few ms (~6 ms for 500 rows of 8 KB). A history
+# (`messages`) is read whole on the loop: the loop then encodes all of it for the LLM anyway.
+SCAN_ABOVE_ROWS = 500
 
 # The statements of the hot paths (every run start, stream, replay, claim) as text, compiled once:
 # building a select() or insert() and its cache key cost ~3x the execution itself (230 vs 65 µs).
