@@ -48,6 +48,8 @@ export const useRunsStore = defineStore("runs", () => {
   /** Runs being started by send() (POST in flight), and the unknown runs noticed meanwhile. */
   let starting = 0;
   const deferred: Run[] = [];
+  /** Runs of the conversation noticed while it loads: the answer may predate them (see open()). */
+  const noticedWhileLoading: Run[] = [];
 
   const activeTurn = computed(() => [...transcript.turns].reverse().find((t) => isActive(t)) ?? null);
   const busy = computed(() => activeTurn.value !== null);
@@ -86,6 +88,7 @@ export const useRunsStore = defineStore("runs", () => {
     if (switching) {
       closeStreams();
       transcript.turns = [];
+      noticedWhileLoading.length = 0;
       loadState.value = "loading";
     }
     let detail: ConversationDetail;
@@ -113,6 +116,8 @@ export const useRunsStore = defineStore("runs", () => {
       conversations.markActive(cid, active.id);
       follow(active.id, active.input, active.status);
     }
+    // the answer may have been read before the runs noticed meanwhile: look for them now
+    noticeRuns(noticedWhileLoading.splice(0));
   }
 
   function close(): void {
@@ -120,6 +125,7 @@ export const useRunsStore = defineStore("runs", () => {
     closeStreams();
     conversationId.value = null;
     transcript.turns = [];
+    noticedWhileLoading.length = 0;
     loadState.value = "idle";
   }
 
@@ -218,10 +224,15 @@ export const useRunsStore = defineStore("runs", () => {
     }
   }
 
-  /** A run in this conversation that the transcript does not know: load the conversation again. */
+  /**
+   * A run in this conversation that the transcript does not know: load the conversation again.
+   * While the conversation loads, its runs are kept for open() to pass here once it is ready.
+   */
   function noticeRuns(runs: readonly Run[]): void {
     const cid = conversationId.value;
-    if (!cid || loadState.value !== "ready") return;
+    if (!cid) return;
+    if (loadState.value === "loading") noticedWhileLoading.push(...runs.filter((r) => r.conversation_id === cid));
+    if (loadState.value !== "ready") return;
     const unknown = runs.filter((r) => r.conversation_id === cid && !findTurn(transcript, r.id));
     if (unknown.length === 0) return;
     // the server tells of a run this tab is starting before the POST answers: wait for the answer
