@@ -1,6 +1,7 @@
 // Following a run's log over Server-Sent Events with fetch + a ReadableStream, so that the UI owns
 // resumption: every (re)connect asks for events after the last *applied* seq (`?after=` and
 // `Last-Event-ID`), failures back off with jitter, and a silent connection is dropped by a watchdog.
+// That transport (ReconnectingStream) is shared with the activity feed (./activity).
 
 import { authHeaders, errorFrom } from "./http";
 import { TERMINAL_EVENTS, type RunEvent } from "./types";
@@ -73,19 +74,25 @@ export interface StreamInfo {
   error: string | null;
 }
 
-export interface RunStreamOptions {
-  runId: string;
-  /** The last seq the view has applied; each (re)connect resumes after it. */
-  lastApplied: () => number;
-  onEvents: (events: RunEvent[]) => void;
+/** The options every reconnecting stream takes (RunStream's and ActivityStream's). */
+export interface ReconnectingStreamOptions {
   onState: (state: StreamState, info: StreamInfo) => void;
-  /** The run is gone (404) or the session ended (401): stop without retrying. */
+  /** The server refused the stream for good (401, 403, 404): stopped without retrying. */
   onFatal?: (status: number, message: string) => void;
   /** A silent connection (no bytes, not even a heartbeat) is dropped after this long. */
   watchdogMs?: number;
   backoffMs?: readonly number[];
   fetchImpl?: typeof fetch;
   onlineEvents?: boolean;
+}
+
+export interface RunStreamOptions extends ReconnectingStreamOptions {
+  runId: string;
+  /** The last seq the view has applied; each (re)connect resumes after it. */
+  lastApplied: () => number;
+  onEvents: (events: RunEvent[]) => void;
+  /** The run is gone (404) or the session ended (401): stop without retrying. */
+  onFatal?: (status: number, message: string) => void;
 }
 
 const DEFAULT_BACKOFF = [250, 500, 1000, 2000, 4000, 8000] as const;
@@ -95,20 +102,28 @@ export function backoffDelay(attempt: number, steps: readonly number[] = DEFAULT
   return Math.round(base * (0.8 + 0.4 * random()));
 }
 
-/** One run's live log: connects, parses, hands batches of events on, resumes until the terminal event. */
-export class RunStream {
+/** Statuses that no retry will change: the session ended (401, 403), the stream does not exist (404). */
+const FATAL_STATUSES = new Set([401, 403, 404]);
+
+/**
+ * The transport of a server-sent stream: connects, and after a failure backs off with jitter and
+ * connects again, until the subclass says the stream is finished, the server refuses it for good
+ * or it is closed. Offline it waits for the network to come back instead of retrying on a timer,
+ * and a watchdog drops a connection that stays silent (not even a heartbeat).
+ */
+export abstract class ReconnectingStream {
   private closed = false;
   private controller: AbortController | null = null;
   private wake: (() => void) | null = null;
   private attempt = 0;
-  private readonly opts: Required<Omit<RunStreamOptions, "onFatal">> & Pick<RunStreamOptions, "onFatal">;
+  /** When the current connection became live (null: it is not). */
+  private liveSince: number | null = null;
+  private readonly transport: Required<Omit<ReconnectingStreamOptions, "onFatal">> & ReconnectingStreamOptions;
   private readonly handleOnline = (): void => this.retryNow();
-  private readonly handleOffline = (): void => {
-    this.controller?.abort();
-  };
+  private readonly handleOffline = (): void => this.drop();
 
-  constructor(options: RunStreamOptions) {
-    this.opts = {
+  protected constructor(options: ReconnectingStreamOptions) {
+    this.transport = {
       watchdogMs: 45_000,
       backoffMs: DEFAULT_BACKOFF,
       fetchImpl: (input, init) => fetch(input, init),
@@ -117,12 +132,20 @@ export class RunStream {
     };
   }
 
-  get runId(): string {
-    return this.opts.runId;
+  /**
+   * One connection, until it ends or `signal` aborts (the watchdog, going offline, drop(), close()).
+   * `arm` restarts the watchdog: call it whenever bytes arrive. Resolves true when the stream is
+   * finished for good; false or a throw reconnects after a backoff.
+   */
+  protected abstract connectOnce(signal: AbortSignal, arm: () => void): Promise<boolean>;
+
+  /** Whether a connection that was live this long starts the backoff over; by default any does. */
+  protected resetsBackoff(_liveMs: number): boolean {
+    return true;
   }
 
   start(): this {
-    if (this.opts.onlineEvents) {
+    if (this.transport.onlineEvents) {
       window.addEventListener("online", this.handleOnline);
       window.addEventListener("offline", this.handleOffline);
     }
@@ -135,20 +158,47 @@ export class RunStream {
     this.closed = true;
     this.controller?.abort();
     this.wake?.();
-    if (this.opts.onlineEvents) {
+    if (this.transport.onlineEvents) {
       window.removeEventListener("online", this.handleOnline);
       window.removeEventListener("offline", this.handleOffline);
     }
   }
 
-  /** Drop the current connection and resume after the last applied seq (after a short backoff). */
-  reconnect(): void {
-    this.controller?.abort();
-  }
-
   /** Skip the current backoff wait (the network came back, the tab became visible). */
   retryNow(): void {
     this.wake?.();
+  }
+
+  /** Drop the current connection: the loop backs off and connects again. */
+  protected drop(): void {
+    this.controller?.abort();
+  }
+
+  /** The connection is up: the caller hears it, and from now on it counts towards resetsBackoff. */
+  protected live(): void {
+    this.liveSince = Date.now();
+    this.transport.onState("live", { attempt: 0, retryInMs: null, error: null });
+  }
+
+  /** GET `path` as an event stream: the body as text, or a throw (FatalStreamError stops the loop). */
+  protected async open(
+    path: string,
+    headers: Record<string, string>,
+    signal: AbortSignal,
+  ): Promise<ReadableStreamDefaultReader<string>> {
+    const response = await this.transport.fetchImpl(path, {
+      headers: { Accept: "text/event-stream", ...headers, ...authHeaders("GET") },
+      credentials: "same-origin",
+      cache: "no-store",
+      signal,
+    });
+    if (!response.ok) {
+      const err = await errorFrom(response);
+      if (FATAL_STATUSES.has(response.status)) throw new FatalStreamError(response.status, err.message);
+      throw new Error(err.message);
+    }
+    if (!response.body) throw new Error("the stream has no body");
+    return response.body.pipeThrough(new TextDecoderStream()).getReader();
   }
 
   private isOffline(): boolean {
@@ -158,38 +208,40 @@ export class RunStream {
   private async loop(): Promise<void> {
     while (!this.closed) {
       if (this.isOffline()) {
-        this.opts.onState("offline", { attempt: this.attempt, retryInMs: null, error: null });
+        this.transport.onState("offline", { attempt: this.attempt, retryInMs: null, error: null });
         await this.sleep(null);
         continue;
       }
-      this.opts.onState(this.attempt === 0 ? "connecting" : "reconnecting", {
+      this.transport.onState(this.attempt === 0 ? "connecting" : "reconnecting", {
         attempt: this.attempt,
         retryInMs: null,
         error: null,
       });
       let error: string | null = null;
       try {
-        const finished = await this.connectOnce();
+        const finished = await this.connect();
         if (finished) {
-          this.opts.onState("ended", { attempt: 0, retryInMs: null, error: null });
+          this.transport.onState("ended", { attempt: 0, retryInMs: null, error: null });
           this.close();
           return;
         }
       } catch (exc) {
         if (this.closed) return;
         if (exc instanceof FatalStreamError) {
-          this.opts.onFatal?.(exc.status, exc.message);
-          this.opts.onState("ended", { attempt: this.attempt, retryInMs: null, error: exc.message });
+          this.transport.onFatal?.(exc.status, exc.message);
+          this.transport.onState("ended", { attempt: this.attempt, retryInMs: null, error: exc.message });
           this.close();
           return;
         }
         error = exc instanceof Error ? exc.message : String(exc);
       }
       if (this.closed) return;
-      const delay = backoffDelay(this.attempt, this.opts.backoffMs);
+      if (this.liveSince !== null && this.resetsBackoff(Date.now() - this.liveSince)) this.attempt = 0;
+      this.liveSince = null;
+      const delay = backoffDelay(this.attempt, this.transport.backoffMs);
       this.attempt += 1;
       const state = this.isOffline() ? "offline" : "reconnecting";
-      this.opts.onState(state, { attempt: this.attempt, retryInMs: delay, error });
+      this.transport.onState(state, { attempt: this.attempt, retryInMs: delay, error });
       await this.sleep(state === "offline" ? null : delay);
     }
   }
@@ -207,53 +259,18 @@ export class RunStream {
     });
   }
 
-  /** One connection; true when the terminal event was applied. */
-  private async connectOnce(): Promise<boolean> {
+  /** connectOnce with its own abort controller and watchdog, both gone when it ends. */
+  private async connect(): Promise<boolean> {
     const controller = new AbortController();
     this.controller = controller;
     let watchdog: ReturnType<typeof setTimeout> | null = null;
     const arm = (): void => {
       if (watchdog !== null) clearTimeout(watchdog);
-      watchdog = setTimeout(() => controller.abort(), this.opts.watchdogMs);
+      watchdog = setTimeout(() => controller.abort(), this.transport.watchdogMs);
     };
-    const after = this.opts.lastApplied();
     try {
       arm();
-      const response = await this.opts.fetchImpl(`/api/runs/${encodeURIComponent(this.opts.runId)}/stream?after=${after}`, {
-        headers: { Accept: "text/event-stream", "Last-Event-ID": String(after), ...authHeaders("GET") },
-        credentials: "same-origin",
-        cache: "no-store",
-        signal: controller.signal,
-      });
-      if (!response.ok) {
-        const err = await errorFrom(response);
-        if (response.status === 404 || response.status === 401 || response.status === 403) {
-          throw new FatalStreamError(response.status, err.message);
-        }
-        throw new Error(err.message);
-      }
-      if (!response.body) throw new Error("the stream has no body");
-      this.attempt = 0;
-      this.opts.onState("live", { attempt: 0, retryInMs: null, error: null });
-      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-      const parser = new SSEParser();
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return false; // closed without the terminal event: resume
-        arm();
-        const batch: RunEvent[] = [];
-        let terminal = false;
-        for (const frame of parser.feed(value)) {
-          const event = JSON.parse(frame.data) as RunEvent;
-          batch.push(event);
-          if (TERMINAL_EVENTS.has(event.type)) terminal = true;
-        }
-        if (batch.length) this.opts.onEvents(batch);
-        if (terminal) {
-          void reader.cancel().catch(() => undefined);
-          return true;
-        }
-      }
+      return await this.connectOnce(controller.signal, arm);
     } finally {
       if (watchdog !== null) clearTimeout(watchdog);
       if (this.controller === controller) this.controller = null;
@@ -267,5 +284,50 @@ class FatalStreamError extends Error {
     message: string,
   ) {
     super(message);
+  }
+}
+
+/** One run's live log: connects, parses, hands batches of events on, resumes until the terminal event. */
+export class RunStream extends ReconnectingStream {
+  private readonly opts: RunStreamOptions;
+
+  constructor(options: RunStreamOptions) {
+    super(options);
+    this.opts = options;
+  }
+
+  get runId(): string {
+    return this.opts.runId;
+  }
+
+  /** Drop the current connection and resume after the last applied seq (after a short backoff). */
+  reconnect(): void {
+    this.drop();
+  }
+
+  /** One connection; true when the terminal event was applied. */
+  protected override async connectOnce(signal: AbortSignal, arm: () => void): Promise<boolean> {
+    const after = this.opts.lastApplied();
+    const path = `/api/runs/${encodeURIComponent(this.opts.runId)}/stream?after=${after}`;
+    const reader = await this.open(path, { "Last-Event-ID": String(after) }, signal);
+    this.live();
+    const parser = new SSEParser();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return false; // closed without the terminal event: resume
+      arm();
+      const batch: RunEvent[] = [];
+      let terminal = false;
+      for (const frame of parser.feed(value)) {
+        const event = JSON.parse(frame.data) as RunEvent;
+        batch.push(event);
+        if (TERMINAL_EVENTS.has(event.type)) terminal = true;
+      }
+      if (batch.length) this.opts.onEvents(batch);
+      if (terminal) {
+        void reader.cancel().catch(() => undefined);
+        return true;
+      }
+    }
   }
 }
