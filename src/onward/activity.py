@@ -9,12 +9,12 @@ sent for a user who has no feed open.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import deque
 from typing import Any
 
 from onward.bus.base import Lagged
+from onward.bus.memory import Wakeup
 from onward.core.runs import Run
 from onward.store.base import Store
 
@@ -36,7 +36,7 @@ class Feed:
         self._limit = limit
         self._notices: deque[dict[str, Any]] = deque()
         self._ended: dict[str, None] = {}  # the last ENDED_REMEMBERED runs this feed saw end, oldest first
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self.lagged = False
         self.closed = False  # by the server (shutdown)
 
@@ -53,23 +53,13 @@ class Feed:
             self.close()
         else:
             self._notices.append(run.to_json())
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self._wakeup.set()
 
     async def get(self, timeout: float | None = None) -> list[dict[str, Any]]:
         """The notices since the last call, waiting for one; [] after `timeout` s.
         Raises Lagged (the client fell behind) or FeedClosed (the server is shutting down)."""
         if not self._notices and not self.lagged and not self.closed:
-            waiter = self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await asyncio.wait_for(waiter, timeout)
-            except TimeoutError:
-                pass
-            finally:
-                self._waiter = None
+            await self._wakeup.wait(timeout)
         if self.lagged:
             raise Lagged(self.user_id)
         if self.closed:
@@ -104,7 +94,7 @@ class Activity:
         for feeds in list(self._feeds.values()):
             for feed in list(feeds):
                 feed.closed = True
-                feed._wake()
+                feed._wakeup.set()
                 self._drop(feed)
 
     async def changed(self, run_id: str, user_id: str) -> None:

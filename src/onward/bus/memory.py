@@ -18,7 +18,7 @@ class MemorySubscription:
         self._limit = limit
         self._batches: deque[list[Event]] = deque()
         self._count = 0
-        self._waiter: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()
         self.lagged = False
         self.closed = False
 
@@ -33,22 +33,12 @@ class MemorySubscription:
         else:
             self._batches.append(events)
             self._count += len(events)
-        _wake(self._waiter)
+        self._wakeup.set()
 
     async def get(self, timeout: float | None = None) -> list[Event]:
         """The events published since the last call, waiting for some; [] after `timeout` s."""
         if not self._batches and not self.lagged:
-            # A bare future and a timer: asyncio.wait_for would wrap each wait in a Task, and
-            # every reader of every run waits here once per journal flush.
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = loop.create_future()
-            timer = loop.call_later(timeout, _wake, waiter) if timeout is not None else None
-            try:
-                await waiter
-            finally:
-                self._waiter = None
-                if timer is not None:
-                    timer.cancel()
+            await self._wakeup.wait(timeout)
             if not self._batches and not self.lagged:
                 return []
         if self.lagged:
@@ -65,6 +55,33 @@ class MemorySubscription:
         if not self.closed:
             self.closed = True
             self._bus._drop(self)
+
+
+class Wakeup:
+    """One waiter at a time, woken by `set()` or by its timeout.
+
+    A bare future and a timer: asyncio.wait_for would wrap each wait in a Task, and every reader
+    of every run waits here once per journal flush.
+    """
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def wait(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(timeout, _wake, waiter) if timeout is not None else None
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def set(self) -> None:
+        _wake(self._waiter)
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:
