@@ -18,6 +18,7 @@ from onward.errors import Conflict, NotFound
 from onward.ids import new_id
 from onward.store.schema import api_tokens, login_tokens, runs, sessions, users
 from onward.store.sql import SqlStore, _run
+from onward.store.statements import Row, fetch_one
 
 _ACTIVE = [s.value for s in ACTIVE_STATUSES]
 # Every API request looks its token up: a statement compiled once (see store/sql.py).
@@ -26,11 +27,17 @@ _TOKEN = text(
     "api_tokens.id AS token_id, api_tokens.last_used_at FROM api_tokens JOIN users ON users.id = api_tokens.user_id "
     "WHERE api_tokens.token_hash = :token_hash AND users.disabled = :no"
 )
+# every stream a web page opens asks for its session: compiled once, like the statements in sql.py
+_SESSION = text(
+    "SELECT users.id, users.name, users.is_admin, users.disabled, users.password_hash, users.created_at, "
+    "sessions.csrf_token, sessions.last_seen_at, sessions.expires_at FROM sessions JOIN users ON users.id = "
+    "sessions.user_id WHERE sessions.id_hash = :id_hash AND sessions.expires_at > :now AND users.disabled = :no"
+)
 _USER_COLUMNS = (users.c.id, users.c.name, users.c.is_admin, users.c.disabled, users.c.password_hash, users.c.created_at)
 
 
-def _account(row: Any) -> Account:
-    m = row._mapping
+def _account(m: Row) -> Account:
+    """An Account from a row holding the user columns (by name)."""
     return Account(
         id=m["id"],
         name=m["name"],
@@ -155,16 +162,16 @@ def _get_user(conn: Connection, user_id: str) -> Account:
     row = conn.execute(select(*_USER_COLUMNS).where(users.c.id == user_id)).first()
     if row is None:
         raise NotFound(f"no user {user_id!r}")
-    return _account(row)
+    return _account(row._mapping)
 
 
 def _user_with_hash(conn: Connection, name: str) -> tuple[Account, str | None] | None:
     row = conn.execute(select(*_USER_COLUMNS).where(users.c.name == name)).first()
-    return (_account(row), row._mapping["password_hash"]) if row else None
+    return (_account(row._mapping), row._mapping["password_hash"]) if row else None
 
 
 def _list_users(conn: Connection) -> list[Account]:
-    return [_account(r) for r in conn.execute(select(*_USER_COLUMNS).order_by(users.c.created_at, users.c.id))]
+    return [_account(r._mapping) for r in conn.execute(select(*_USER_COLUMNS).order_by(users.c.created_at, users.c.id))]
 
 
 def _update_user(conn: Connection, user_id: str, values: dict[str, Any]) -> Account:
@@ -193,16 +200,10 @@ def _create_session(conn: Connection, user_id: str, id_hash: str, csrf_token: st
 
 
 def _session(conn: Connection, id_hash: str) -> SessionRecord | None:
-    q = (
-        select(*_USER_COLUMNS, sessions.c.csrf_token, sessions.c.last_seen_at, sessions.c.expires_at)
-        .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
-        .where(and_(sessions.c.id_hash == id_hash, sessions.c.expires_at > time.time(), users.c.disabled.is_(False)))
-    )
-    row = conn.execute(q).first()
-    if row is None:
+    m = fetch_one(conn, _SESSION, {"id_hash": id_hash, "now": time.time(), "no": False})
+    if m is None:
         return None
-    m = row._mapping
-    return SessionRecord(id_hash, _account(row), m["csrf_token"], float(m["last_seen_at"]), float(m["expires_at"]))
+    return SessionRecord(id_hash, _account(m), m["csrf_token"], float(m["last_seen_at"]), float(m["expires_at"]))
 
 
 def _touch_session(conn: Connection, id_hash: str) -> None:
@@ -239,10 +240,10 @@ def _list_tokens(conn: Connection, user_id: str) -> list[TokenRecord]:
 
 
 def _token(conn: Connection, token_hash: str) -> tuple[Account, str, float | None] | None:
-    row = conn.execute(_TOKEN, {"token_hash": token_hash, "no": False}).first()
+    row = fetch_one(conn, _TOKEN, {"token_hash": token_hash, "no": False})
     if row is None:
         return None
-    return _account(row), row._mapping["token_id"], row._mapping["last_used_at"]
+    return _account(row), row["token_id"], row["last_used_at"]
 
 
 def _touch_token(conn: Connection, token_id: str) -> None:
@@ -275,7 +276,7 @@ def _all_runs(conn: Connection, active: bool | None, limit: int) -> list[tuple[R
     elif active is False:
         q = q.where(runs.c.status.not_in(_ACTIVE))
     q = q.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
-    return [(_run(r), str(r._mapping["owner_name"])) for r in conn.execute(q)]
+    return [(_run(r._mapping), str(r._mapping["owner_name"])) for r in conn.execute(q)]
 
 
 def _count_active_runs(conn: Connection, user_id: str, except_conversation: str | None) -> int:

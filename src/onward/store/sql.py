@@ -19,7 +19,6 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     Connection,
-    Row,
     TextClause,
     and_,
     bindparam,
@@ -40,6 +39,15 @@ from onward.store.base import StaleTransition, WriteBatch
 from onward.store.db import Database
 from onward.store.migrations import migrate
 from onward.store.schema import conversations, messages, run_events, runs, users
+from onward.store.statements import (
+    Row,
+    execute,
+    execute_driver_sql,
+    execute_many,
+    fetch_all,
+    fetch_one,
+    fetch_value,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,8 +102,8 @@ def _dt(value: float | None) -> datetime | None:
     return datetime.fromtimestamp(value, UTC) if value is not None else None
 
 
-def _run(row: Row[Any]) -> Run:
-    m = row._mapping
+def _run(m: Row) -> Run:
+    """A Run from a row of `runs` (by column name)."""
     return Run(
         id=m["id"],
         conversation_id=m["conversation_id"],
@@ -112,8 +120,7 @@ def _run(row: Row[Any]) -> Run:
     )
 
 
-def _conversation(row: Row[Any]) -> dict[str, Any]:
-    m = row._mapping
+def _conversation(m: Row) -> dict[str, Any]:
     return {
         "id": m["id"],
         "title": m["title"],
@@ -122,8 +129,7 @@ def _conversation(row: Row[Any]) -> dict[str, Any]:
     }
 
 
-def _message(row: Row[Any]) -> Message:
-    m = row._mapping
+def _message(m: Row) -> Message:
     calls = tuple(ToolCall.from_openai(c) for c in json.loads(m["tool_calls"])) if m["tool_calls"] else ()
     return Message(
         role=m["role"],
@@ -214,7 +220,7 @@ class SqlStore:
         the conversation; the one-active-run index makes a second active run a ConversationBusy)."""
         try:
             return await self.db.write(_create_run, user_id, conversation_id, text, model)
-        except IntegrityError as exc:
+        except (IntegrityError, sqlite3.IntegrityError) as exc:  # sqlite3's: statements.py
             if "uq_runs_one_active" in str(exc) or "runs.conversation_id" in str(exc):
                 raise ConversationBusy() from exc
             raise
@@ -280,7 +286,7 @@ def _list_conversations(conn: Connection, user_id: str, limit: int) -> list[dict
         .order_by(conversations.c.updated_at.desc(), conversations.c.id.desc())
         .limit(limit)
     )
-    return [{**_conversation(r), "active_run_id": r._mapping["active_run_id"]} for r in conn.execute(q)]
+    return [{**_conversation(r._mapping), "active_run_id": r._mapping["active_run_id"]} for r in conn.execute(q)]
 
 
 def _get_conversation(conn: Connection, user_id: str, conversation_id: str) -> dict[str, Any]:
@@ -288,7 +294,7 @@ def _get_conversation(conn: Connection, user_id: str, conversation_id: str) -> d
     row = conn.execute(q).first()
     if row is None:
         raise NotFound(f"no conversation {conversation_id!r}")
-    return _conversation(row)
+    return _conversation(row._mapping)
 
 
 def _update_conversation(conn: Connection, user_id: str, conversation_id: str, title: str) -> dict[str, Any]:
@@ -314,7 +320,7 @@ def _delete_conversation(conn: Connection, user_id: str, conversation_id: str) -
 
 
 def _messages(conn: Connection, conversation_id: str) -> list[Message]:
-    return [_message(r) for r in conn.execute(_MESSAGES, {"cid": conversation_id})]
+    return [_message(r) for r in fetch_all(conn, _MESSAGES, {"cid": conversation_id})]
 
 
 def _create_run(conn: Connection, user_id: str, conversation_id: str, text: str, model: str | None) -> Run:
@@ -322,13 +328,13 @@ def _create_run(conn: Connection, user_id: str, conversation_id: str, text: str,
     run_id = new_id("run")
     text = _text(text)
     ids = {"cid": conversation_id, "user_id": user_id}
-    if conn.execute(_TOUCH_CONVERSATION, {**ids, "now": now}).rowcount != 1:
+    if execute(conn, _TOUCH_CONVERSATION, {**ids, "now": now}) != 1:
         raise NotFound(f"no conversation {conversation_id!r}")
-    position = int(conn.execute(_NEXT_POSITION, ids).scalar_one())
+    position = int(fetch_value(conn, _NEXT_POSITION, ids))
     status = RunStatus.QUEUED
-    conn.execute(_INSERT_RUN, {**ids, "id": run_id, "status": status.value, "input": text, "model": model, "now": now})
+    execute(conn, _INSERT_RUN, {**ids, "id": run_id, "status": status.value, "input": text, "model": model, "now": now})
     msg = Message(role="user", content=text, run_id=run_id)
-    conn.execute(_INSERT_MESSAGE, _message_row(conversation_id, position, msg))
+    execute(conn, _INSERT_MESSAGE, _message_row(conversation_id, position, msg))
     return Run(
         id=run_id,
         conversation_id=conversation_id,
@@ -342,9 +348,9 @@ def _create_run(conn: Connection, user_id: str, conversation_id: str, text: str,
 
 def _get_run(conn: Connection, run_id: str, user_id: str | None) -> Run:
     if user_id is None:
-        row = conn.execute(_RUN_BY_ID, {"id": run_id}).first()
+        row = fetch_one(conn, _RUN_BY_ID, {"id": run_id})
     else:
-        row = conn.execute(_RUN_BY_ID_AND_USER, {"id": run_id, "user_id": user_id}).first()
+        row = fetch_one(conn, _RUN_BY_ID_AND_USER, {"id": run_id, "user_id": user_id})
     if row is None:
         raise NotFound(f"no run {run_id!r}")
     return _run(row)
@@ -361,18 +367,18 @@ def _list_runs(
     elif active is False:
         q = q.where(runs.c.status.not_in(_ACTIVE))
     q = q.order_by(runs.c.created_at.desc(), runs.c.id.desc()).limit(limit)
-    return [_run(r) for r in conn.execute(q)]
+    return [_run(r._mapping) for r in conn.execute(q)]
 
 
 def _active_run(conn: Connection, conversation_id: str) -> Run | None:
     q = select(runs).where(and_(runs.c.conversation_id == conversation_id, runs.c.status.in_(_ACTIVE)))
     row = conn.execute(q).first()
-    return _run(row) if row else None
+    return _run(row._mapping) if row else None
 
 
 def _runs_with_status(conn: Connection, statuses: list[str]) -> list[Run]:
     q = select(runs).where(runs.c.status.in_(statuses)).order_by(runs.c.created_at)
-    return [_run(r) for r in conn.execute(q)]
+    return [_run(r._mapping) for r in conn.execute(q)]
 
 
 def _request_cancel(conn: Connection, run_id: str) -> bool:
@@ -391,16 +397,16 @@ def _write_batch(conn: Connection, batch: WriteBatch, event_sql: EventSql | None
         expected = sorted(s.value for s in change.expect)
         params = _set_params(change.values)
         params.update({f"s{i}": v for i, v in enumerate(expected)}, run_id=change.run_id)
-        if conn.execute(_run_update(tuple(change.values), len(expected)), params).rowcount != 1:
+        if execute(conn, _run_update(tuple(change.values), len(expected)), params) != 1:
             raise StaleTransition(change.run_id)
     if batch.messages:
-        conn.execute(_INSERT_MESSAGE, [_message_row(m.conversation_id, m.position, m.message) for m in batch.messages])
+        execute_many(conn, _INSERT_MESSAGE, [_message_row(m.conversation_id, m.position, m.message) for m in batch.messages])
     if batch.events:
         _insert_events(conn, batch.events, event_sql)
     for change in batch.changes:
         if change.expect is None and change.values:
             params = _set_params(change.values)
-            conn.execute(_run_update(tuple(change.values), 0), {**params, "run_id": change.run_id})
+            execute(conn, _run_update(tuple(change.values), 0), {**params, "run_id": change.run_id})
 
 
 def _set_params(values: dict[str, Any]) -> dict[str, Any]:
@@ -442,16 +448,16 @@ def _insert_events(conn: Connection, events: list[Event], event_sql: EventSql | 
         return
     if event_sql.bulk:
         rows = orjson.dumps([(e.run_id, e.seq, e.type, e.ts, e.json) for e in events]).decode()
-        conn.exec_driver_sql(event_sql.insert, (rows,))
-        conn.exec_driver_sql(event_sql.update, (orjson.dumps(list(last.items())).decode(),))
+        execute_driver_sql(conn, event_sql.insert, (rows,))
+        execute_driver_sql(conn, event_sql.update, (orjson.dumps(list(last.items())).decode(),))
         return
-    conn.exec_driver_sql(event_sql.insert, [(e.run_id, e.seq, e.type, e.ts, e.json) for e in events])
-    conn.exec_driver_sql(event_sql.update, [(seq, rid) for rid, seq in last.items()])
+    execute_driver_sql(conn, event_sql.insert, [(e.run_id, e.seq, e.type, e.ts, e.json) for e in events])
+    execute_driver_sql(conn, event_sql.update, [(seq, rid) for rid, seq in last.items()])
 
 
 def _events(conn: Connection, run_id: str, after: int, limit: int) -> list[Event]:
-    rows = conn.execute(_EVENTS_AFTER, {"run_id": run_id, "after": after, "limit": limit})
-    return [Event(run_id=run_id, seq=int(r[0]), type=r[1], ts=r[2], json=r[3]) for r in rows]
+    rows = fetch_all(conn, _EVENTS_AFTER, {"run_id": run_id, "after": after, "limit": limit})
+    return [Event(run_id=run_id, seq=int(r["seq"]), type=r["type"], ts=r["ts"], json=r["body"]) for r in rows]
 
 
 def _event_sql(paramstyle: str, is_sqlite: bool) -> EventSql | None:
