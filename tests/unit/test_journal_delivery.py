@@ -7,7 +7,7 @@ import random
 from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import create_engine
+from sqlalchemy import Connection, create_engine
 from tests.worlds import World, open_world
 
 from onward.bus.memory import MemoryBus
@@ -270,13 +270,17 @@ async def test_a_batch_of_many_runs_is_stored_exactly(world: World) -> None:
         assert (await world.store.get_run(rid)).last_seq == recorded[rid][-1].seq
 
 
+def _autocheckpoint(conn: Connection) -> object:
+    """The writer connection's automatic checkpoint threshold (0: off)."""
+    return conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+
+
 async def test_wal_checkpoints_run_off_the_write_path(world: World) -> None:
     """The writer never checkpoints (autocheckpoint off); the database does it on its own thread
     after writes, and the WAL's frames are all copied back."""
     db = world.store.db
     assert db.is_sqlite
-    with db._writer.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 0
+    assert await db.write(_autocheckpoint) == 0
     db.checkpoint_interval = 0  # every write may start one
     rid = await _started_run(world)
     for i in range(500):
@@ -297,8 +301,7 @@ async def test_when_checkpoints_keep_failing_the_writer_checkpoints_again(world:
     for _ in range(CHECKPOINT_GIVE_UP):
         await db.checkpoint()
     await _started_run(world)  # a write, queued on the writer thread after the restore
-    with db._writer.connect() as conn:
-        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 1000
+    assert await db.write(_autocheckpoint) == 1000
 
 
 async def test_a_long_replay_from_the_store_lets_other_tasks_run_between_pages(world: World) -> None:

@@ -14,6 +14,10 @@ Through an async driver each statement, fetch and commit was a hop of its own, a
 hop waits a full event-loop iteration: a group commit took hundreds of milliseconds at 200 runs.
 Postgres keeps the async engine (asyncpg); the same functions run through `run_sync`.
 
+The loop's reads and the writer's transactions each keep one connection open for good (`_Held`):
+a checkout from SQLAlchemy's pool and its return cost ~40 µs, more than the statement they serve
+once the hot statements run on the driver (store/statements.py).
+
 Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread of their
 own, at most once a second after writes, never inside a commit: SQLite's automatic checkpoint ran
 in whichever commit crossed 1,000 pages and stalled the writer — and every run's events behind it —
@@ -66,6 +70,8 @@ class Database:
             self._reader = create_engine(parsed, connect_args=args, pool_size=READ_THREADS, max_overflow=0)
             self._checkpointer = create_engine(parsed, connect_args=args, pool_size=1, max_overflow=0)
             self._inline = create_engine(parsed, connect_args=args, pool_size=1, max_overflow=0)  # `read`
+            self._held_inline = _Held(self._inline)
+            self._held_writer = _Held(self._writer)
             for engine in (self._writer, self._reader, self._checkpointer, self._inline):
                 event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(self._writer, "connect", _writer_pragmas)
@@ -94,7 +100,7 @@ class Database:
                 return await conn.run_sync(op, *args, **kwargs)
         if not self._read_inline:
             return await self.scan(op, *args, **kwargs)
-        result = _on_connection(self._inline, op, *args, **kwargs)
+        result = self._held_inline.read(op, *args, **kwargs)
         # Still a suspension point, as an `await` reads: a loop of reads never starves the others.
         await asyncio.sleep(0)
         return result
@@ -112,7 +118,7 @@ class Database:
         if self._async is not None:
             async with self._async.begin() as conn:
                 return await conn.run_sync(op, *args, **kwargs)
-        call = functools.partial(_in_transaction, self._writer, op, *args, **kwargs)
+        call = functools.partial(self._held_writer.write, op, *args, **kwargs)
         result = await asyncio.get_running_loop().run_in_executor(self._write_thread, call)
         if time.monotonic() - self._checkpoint_at >= self.checkpoint_interval:
             self._start_checkpoint()
@@ -138,7 +144,7 @@ class Database:
             if self._checkpoint_failures == CHECKPOINT_GIVE_UP:
                 # Never let the WAL grow without bound: SQLite checkpoints in its commits again.
                 log.error("WAL checkpoints keep failing; the writer checkpoints on its own again")
-                self._write_thread.submit(_on_connection, self._writer, _restore_autocheckpoint)
+                self._write_thread.submit(self._held_writer.read, _restore_autocheckpoint)
 
     async def checkpoint(self) -> tuple[int, int, int] | None:
         """Run a checkpoint now (SQLite) and return its (busy, WAL frames, frames copied)."""
@@ -158,19 +164,47 @@ class Database:
         loop = asyncio.get_running_loop()
         for pool in (self._write_thread, self._read_threads, self._checkpoint_thread):
             await loop.run_in_executor(None, pool.shutdown)
+        self._held_writer.close()
+        self._held_inline.close()
         self._writer.dispose()
         self._reader.dispose()
         self._inline.dispose()
         self._checkpointer.dispose()
 
 
+class _Held:
+    """One connection of `engine`, opened on first use and kept, for the one thread that uses it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None
+
+    def _connection(self) -> Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._engine.connect()
+        return self._conn
+
+    def read(self, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        conn = self._connection()
+        try:
+            return op(conn, *args, **kwargs)
+        finally:
+            if conn.in_transaction():  # what SQLAlchemy began for a statement of its own
+                conn.rollback()
+
+    def write(self, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        conn = self._connection()
+        with conn.begin():  # committed if `op` returns, rolled back if it raises
+            return op(conn, *args, **kwargs)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
 def _on_connection(engine: Engine, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     with engine.connect() as conn:
-        return op(conn, *args, **kwargs)
-
-
-def _in_transaction(engine: Engine, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    with engine.begin() as conn:
         return op(conn, *args, **kwargs)
 
 
