@@ -1,0 +1,131 @@
+"""The SQLite writer groups whatever is queued into one transaction, a savepoint per write: each
+write still succeeds or fails on its own, and none is reported written unless it was committed."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from sqlalchemy import Connection
+
+from onward.store.db import Database
+
+
+@pytest.fixture
+async def db(tmp_path) -> AsyncIterator[Database]:  # type: ignore[no-untyped-def]
+    database = Database(f"sqlite:///{tmp_path / 'w.db'}")
+    await database.write(_schema)
+    yield database
+    await database.close()
+
+
+def _schema(conn: Connection) -> None:
+    conn.exec_driver_sql("CREATE TABLE items (name TEXT PRIMARY KEY)")
+    conn.exec_driver_sql("CREATE TABLE parents (id INTEGER PRIMARY KEY)")
+    conn.exec_driver_sql(
+        "CREATE TABLE children (parent INTEGER REFERENCES parents(id) DEFERRABLE INITIALLY DEFERRED)"
+    )
+
+
+def _insert(conn: Connection, *names: str) -> int:
+    for name in names:
+        conn.exec_driver_sql("INSERT INTO items (name) VALUES (?)", (name,))
+    return len(names)
+
+
+def _names(conn: Connection) -> list[str]:
+    return [r[0] for r in conn.exec_driver_sql("SELECT name FROM items ORDER BY name")]
+
+
+def _orphan(conn: Connection) -> None:
+    """Valid until the commit: a deferred foreign key is checked there."""
+    conn.exec_driver_sql("INSERT INTO children (parent) VALUES (42)")
+
+
+@asynccontextmanager
+async def _writer_busy(db: Database) -> AsyncIterator[None]:
+    """Hold the writer thread in a write of its own, so that the writes made inside queue up."""
+    loop = asyncio.get_running_loop()
+    started, release = asyncio.Event(), threading.Event()
+
+    def hold(_conn: Connection) -> None:
+        loop.call_soon_threadsafe(started.set)
+        release.wait(10)
+
+    holding = asyncio.ensure_future(db.write(hold))
+    await started.wait()
+    try:
+        yield
+    finally:
+        release.set()
+        await holding
+
+
+def _trace_commits(statements: list[str]) -> Callable[[Connection], None]:
+    """A write that makes the writer's connection record its COMMIT statements in `statements`."""
+
+    def install(conn: Connection) -> None:
+        raw = conn.connection.driver_connection
+        assert isinstance(raw, sqlite3.Connection)
+        raw.set_trace_callback(lambda sql: statements.append(sql) if sql.startswith("COMMIT") else None)
+
+    return install
+
+
+async def test_writes_queued_together_commit_together_and_fail_alone(db: Database) -> None:
+    # "a" exists when the third write runs: it fails after inserting "z", and only its own rows
+    # are undone.
+    async with _writer_busy(db):
+        writes = [
+            asyncio.ensure_future(db.write(_insert, "a")),
+            asyncio.ensure_future(db.write(_insert, "b", "c")),
+            asyncio.ensure_future(db.write(_insert, "z", "a")),
+            asyncio.ensure_future(db.write(_insert, "d")),
+        ]
+        await asyncio.sleep(0)  # all four are queued
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert results[0] == 1 and results[1] == 2 and results[3] == 1
+    assert isinstance(results[2], Exception) and "UNIQUE" in str(results[2])
+    assert await db.read(_names) == ["a", "b", "c", "d"]
+
+
+async def test_a_burst_of_writes_is_one_transaction(db: Database) -> None:
+    commits: list[str] = []
+    await db.write(_trace_commits(commits))
+    async with _writer_busy(db):
+        writes = [asyncio.ensure_future(db.write(_insert, f"n{i:03}")) for i in range(200)]
+        await asyncio.sleep(0)
+        commits.clear()
+    assert await asyncio.gather(*writes) == [1] * 200
+    assert len(await db.read(_names)) == 200
+    assert commits == ["COMMIT"]  # the 200 together (the holding write changed nothing: no COMMIT)
+
+
+async def test_when_the_commit_fails_no_write_of_the_group_is_reported_written(db: Database) -> None:
+    async with _writer_busy(db):
+        writes = [
+            asyncio.ensure_future(db.write(_insert, "x")),
+            asyncio.ensure_future(db.write(_orphan)),
+            asyncio.ensure_future(db.write(_insert, "y")),
+        ]
+        await asyncio.sleep(0)
+    results = await asyncio.gather(*writes, return_exceptions=True)
+    assert all(isinstance(r, Exception) and "FOREIGN KEY" in str(r) for r in results), results
+    assert await db.read(_names) == []
+    assert await db.write(_insert, "after") == 1  # the writer goes on
+    assert await db.read(_names) == ["after"]
+
+
+async def test_a_write_cancelled_while_queued_is_written_all_the_same(db: Database) -> None:
+    async with _writer_busy(db):
+        first = asyncio.ensure_future(db.write(_insert, "one"))
+        second = asyncio.ensure_future(db.write(_insert, "two"))
+        await asyncio.sleep(0)
+        second.cancel()
+    await first
+    assert second.cancelled()
+    assert await db.read(_names) == ["one", "two"]  # committed together, before `first` resumed
