@@ -15,9 +15,8 @@ hop waits a full event-loop iteration: a group commit took hundreds of milliseco
 Postgres keeps the async engine (asyncpg); the same functions run through `run_sync`.
 
 Writes are grouped: whatever is queued when the writer thread takes its next turn runs as one
-transaction, each write in a savepoint of its own (a write that raises is undone alone and raises
-to its caller; if the commit fails, every write of the group fails). A write is still committed
-before its caller resumes. One transaction per turn instead of one per write: in a burst of 500 run
+transaction (if a write raises, or the commit fails, the group is rolled back and each write runs
+again alone, so it fails alone). A write is still committed before its caller resumes. One transaction per turn instead of one per write: in a burst of 500 run
 starts the writer ran ~1,100 transactions (run creations, claims, the journal's group commits), each
 waiting for the GIL several times, and the journal's commits queued behind them for ~0.5 s.
 
@@ -38,7 +37,6 @@ import concurrent.futures
 import contextlib
 import functools
 import logging
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -227,34 +225,35 @@ class _Held:
                 conn.rollback()
 
     def write_group(self, calls: list[Callable[[Connection], Any]]) -> list[tuple[bool, Any]]:
-        """Run `calls` in one transaction, each in a savepoint; (True, result) or (False, exception)
-        for each. If the commit fails, every call gets its exception (none of them was written)."""
+        """Run `calls` in one transaction: (True, result) or (False, exception) for each.
+
+        Optimistic: a write that raises is rare (a busy conversation, a lost compare-and-set), so
+        the group runs without savepoints, which would cost two statements per write, and each
+        statement a contest for the GIL. If anything fails, the commit included, nothing of the
+        group is kept and each write runs again in a transaction of its own: a write must be a
+        function of the connection alone, since it may run twice.
+        """
+        if len(calls) > 1:
+            conn = self._connection()
+            try:
+                with conn.begin():  # committed at the end, rolled back if anything raises
+                    return [(True, call(conn)) for call in calls]
+            except Exception:
+                self._discard()
+        return [self._write_alone(call) for call in calls]
+
+    def _write_alone(self, call: Callable[[Connection], Any]) -> tuple[bool, Any]:
         conn = self._connection()
-        outcomes: list[tuple[bool, Any]] = []
         try:
-            with conn.begin():  # committed at the end, rolled back if anything below raises
-                if len(calls) == 1:
-                    outcomes.append((True, calls[0](conn)))  # a failure fails the whole (one-call) group
-                    return outcomes
-                raw = conn.connection.driver_connection
-                assert isinstance(raw, sqlite3.Connection)
-                raw.execute("BEGIN")  # a savepoint outside a transaction would commit when released
-                for call in calls:
-                    raw.execute("SAVEPOINT onward_write")
-                    try:
-                        outcomes.append((True, call(conn)))
-                    except Exception as exc:
-                        raw.execute("ROLLBACK TO onward_write")
-                        outcomes.append((False, exc))
-                    raw.execute("RELEASE onward_write")
+            with conn.begin():
+                return True, call(conn)
         except Exception as exc:
-            # A failed COMMIT (a deferred constraint, a full disk) can leave the transaction open:
-            # roll back and start the next group on a connection as the pool resets it.
             self._discard()
-            return [(False, exc)] * len(calls)
-        return outcomes
+            return False, exc
 
     def _discard(self) -> None:
+        """After a failure: a failed COMMIT (a deferred constraint, a full disk) can leave the
+        transaction open, so the next write starts on the connection as the pool resets it."""
         conn, self._conn = self._conn, None
         if conn is not None:
             with contextlib.suppress(Exception):
