@@ -53,26 +53,32 @@ class RunRecord:
     t_post: float  # time.time() just before the POST
     t_started: float  # the POST returned
     t_terminal: float  # the terminal event arrived
+    t_first: float  # the stream's first event arrived (what was recorded before then came as a catch-up)
     events: int
     errors: int  # gaps + duplicates
     terminal: str
 
 
-async def _follow(api: Api, cid: str, text: str, latencies: list[float]) -> RunRecord:
+async def _follow(api: Api, cid: str, text: str, latencies: list[float], live: list[float]) -> RunRecord:
     t_post = time.time()
     rid = (await api.start_run_burst(cid, text, model=PACED_MODEL))["id"]
     t_started = time.time()
     last = events = errors = 0
+    t_first = 0.0
     end: list[Frame] = []
 
     def on_frames(batch: list[Frame]) -> bool:
-        nonlocal last, events, errors
+        nonlocal last, events, errors, t_first
+        t_first = t_first or batch[0].received
         for f in batch:
             if f.seq != last + 1:
                 errors += 1
             last = max(last, f.seq)
             if f.type == "message.delta":
-                latencies.append((f.received - event_ts(f.data)) * 1000)
+                ts = event_ts(f.data)
+                latencies.append((f.received - ts) * 1000)
+                if ts > t_first:  # recorded while the reader was already following: delivery alone
+                    live.append((f.received - ts) * 1000)
         events += len(batch)
         if batch[-1].terminal:
             end.append(batch[-1])
@@ -80,20 +86,23 @@ async def _follow(api: Api, cid: str, text: str, latencies: list[float]) -> RunR
         return False
 
     await api.sse(rid, on_frames)
-    return RunRecord(t_post, t_started, end[0].received if end else time.time(), events, errors,
-                     end[0].type if end else "")
+    return RunRecord(t_post, t_started, end[0].received if end else time.time(), t_first or time.time(),
+                     events, errors, end[0].type if end else "")
 
 
-def _runs_job(args: tuple[str, dict[str, str], list[str], str, float]) -> tuple[list[RunRecord], list[float]]:
+def _runs_job(
+    args: tuple[str, dict[str, str], list[str], str, float],
+) -> tuple[list[RunRecord], list[float], list[float]]:
     url, headers, cids, text, at = args
 
-    async def main() -> tuple[list[RunRecord], list[float]]:
+    async def main() -> tuple[list[RunRecord], list[float], list[float]]:
         api = Api(url, headers)
         latencies: list[float] = []
+        live: list[float] = []
         try:
             await asyncio.sleep(max(0.0, at - time.time()))
-            records = await asyncio.gather(*(_follow(api, cid, text, latencies) for cid in cids))
-            return list(records), latencies
+            records = await asyncio.gather(*(_follow(api, cid, text, latencies, live) for cid in cids))
+            return list(records), latencies, live
         finally:
             await api.aclose()
 
@@ -174,10 +183,11 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
         )
         ratios = ", ".join(f"{m['wall_ratio']:.2f}" for m, _ in measured)
         spread = f", the median of {repeats}: {ratios}" if repeats > 1 else ""
-        lat = row["event_latency_ms"]
+        lat, live = row["event_latency_ms"], row["event_latency_live_ms"]
         ctx.progress(
             f"N={n}: wall {row['wall_s']:.2f} s (ratio {row['wall_ratio']:.2f}{spread}{calibration}), "
-            f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms, server CPU {row['server_cpu_share']:.0%} "
+            f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms (live {_ms(live['p50'])} / "
+            f"{_ms(live['p99'])} ms; readers joined p99 {_ms(row['joined_ms']['p99'])} ms), server CPU {row['server_cpu_share']:.0%} "
             f"(+{row['server_runqueue_wait_share']:.0%} waiting for a CPU; {row['server_cpu_us_per_event']:.0f} µs per "
             f"event, {row['server_system_cpu_s'] / max(row['server_cpu_s'], 1e-9):.0%} of it in the kernel), "
             f"clients {row['clients_cpu_share']:.0%}, pacer {row['pacer_cpu_share']:.0%}"
@@ -205,6 +215,10 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
     return Result(metrics=metrics, samples=samples, details=details, problems=problems)
 
 
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}"
+
+
 def _problems(row: dict[str, Any]) -> list[str]:
     """Correctness, which fails the bench: every run read whole, in order, and completed."""
     out = []
@@ -230,8 +244,9 @@ def _measure(
     cpu, system = user1 + sys1 - user0 - sys0, sys1 - sys0
     waited = runqueue_wait_seconds(srv.pid) - wait0
     others_cpu = {k: sum(cpu_seconds(p) for p in pids) - others0[k] for k, pids in others.items()}
-    records = [r for recs, _ in results for r in recs]
-    latencies = [v for _, lat in results for v in lat]
+    records = [r for recs, _, _ in results for r in recs]
+    latencies = [v for _, lat, _ in results for v in lat]
+    live = [v for _, _, lat in results for v in lat]
     wall = max(r.t_terminal for r in records) - at
     events = sum(r.events for r in records)
     row: dict[str, Any] = {
@@ -239,7 +254,13 @@ def _measure(
         "wall_s": round(wall, 3),
         "wall_ratio": round(wall / IDEAL_S, 3),
         "event_latency_ms": summary(latencies),
+        # the same for events recorded after their reader's first event arrived: delivery alone,
+        # without the catch-up of a reader that joined late (its share of the events: live_share)
+        "event_latency_live_ms": summary(live),
+        "live_share": round(len(live) / max(1, len(latencies)), 3),
         "post_ms": summary([(r.t_started - r.t_post) * 1000 for r in records]),
+        # from the POST's start to the stream's first event: how late a reader joined its run
+        "joined_ms": summary([(r.t_first - r.t_post) * 1000 for r in records]),
         "run_wall_s": summary([r.t_terminal - r.t_post for r in records]),
         "events": events,
         "seq_errors": sum(r.errors for r in records),

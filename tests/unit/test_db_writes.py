@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 import pytest
 from sqlalchemy import Connection
 
-from onward.store.db import Database
+from onward.store.db import GROUP_MAX, Database
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ async def test_writes_queued_together_commit_together_and_fail_alone(db: Databas
     assert await db.read(_names) == ["a", "b", "c", "d"]
 
 
-async def test_a_burst_of_writes_is_one_transaction(db: Database) -> None:
+async def test_a_burst_of_writes_takes_few_transactions(db: Database) -> None:
     commits: list[str] = []
     await db.write(_trace_commits(commits))
     async with _writer_busy(db):
@@ -103,7 +103,8 @@ async def test_a_burst_of_writes_is_one_transaction(db: Database) -> None:
         commits.clear()
     assert await asyncio.gather(*writes) == [1] * 200
     assert len(await db.read(_names)) == 200
-    assert commits == ["COMMIT"]  # the 200 together (the holding write changed nothing: no COMMIT)
+    # GROUP_MAX at a time (the holding write changed nothing: no COMMIT)
+    assert len(commits) == -(-200 // GROUP_MAX)
 
 
 async def test_when_the_group_commit_fails_only_the_culprit_fails(db: Database) -> None:
@@ -131,3 +132,19 @@ async def test_a_write_cancelled_while_queued_is_written_all_the_same(db: Databa
     await first
     assert second.cancelled()
     assert await db.read(_names) == ["one", "two"]  # committed together, before `first` resumed
+
+
+async def test_write_first_goes_ahead_and_groups_stay_short(db: Database) -> None:
+    commits: list[str] = []
+    await db.write(_trace_commits(commits))
+    done: list[str] = []
+    async with _writer_busy(db):
+        writes = [asyncio.ensure_future(db.write(_insert, f"n{i:03}")) for i in range(GROUP_MAX + 10)]
+        urgent = asyncio.ensure_future(db.write_first(_insert, "urgent"))
+        for name, fut in [*((f"n{i:03}", w) for i, w in enumerate(writes)), ("urgent", urgent)]:
+            fut.add_done_callback(lambda _f, name=name: done.append(name))
+        await asyncio.sleep(0)
+        commits.clear()
+    await asyncio.gather(urgent, *writes)
+    assert done.index("urgent") < done.index(f"n{GROUP_MAX:03}")  # settled with the first group
+    assert len(commits) == 2  # GROUP_MAX writes and the urgent one, then the last 10

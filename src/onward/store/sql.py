@@ -247,7 +247,7 @@ class SqlStore:
 
     async def write(self, batch: WriteBatch) -> None:
         """Commit a batch atomically: conditional changes first, then messages, events, run rows."""
-        await self.db.write(_write_batch, batch, self._event_sql)
+        await self.db.write_first(_write_batch, batch, self._event_sql)
 
     async def events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         read = self.db.scan if limit > SCAN_ABOVE_ROWS else self.db.read
