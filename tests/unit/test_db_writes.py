@@ -9,6 +9,7 @@ import sqlite3
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Connection
@@ -141,10 +142,36 @@ async def test_write_first_goes_ahead_and_groups_stay_short(db: Database) -> Non
     async with _writer_busy(db):
         writes = [asyncio.ensure_future(db.write(_insert, f"n{i:03}")) for i in range(GROUP_MAX + 10)]
         urgent = asyncio.ensure_future(db.write_first(_insert, "urgent"))
+        def settled(name: str) -> Callable[[asyncio.Future[int]], None]:
+            return lambda _fut: done.append(name)
+
         for name, fut in [*((f"n{i:03}", w) for i, w in enumerate(writes)), ("urgent", urgent)]:
-            fut.add_done_callback(lambda _f, name=name: done.append(name))
+            fut.add_done_callback(settled(name))
         await asyncio.sleep(0)
         commits.clear()
     await asyncio.gather(urgent, *writes)
     assert done.index("urgent") < done.index(f"n{GROUP_MAX:03}")  # settled with the first group
     assert len(commits) == 2  # GROUP_MAX writes and the urgent one, then the last 10
+
+
+async def test_without_wal_every_read_goes_to_a_thread_and_still_works(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SQLite's dotfile-locking VFS has no shared memory, so it refuses WAL mode (as some network
+    # filesystems do): a read could then wait for the writer, and must not do so on the loop.
+    with caplog.at_level("WARNING", logger="onward.store.db"):
+        database = Database(f"sqlite:///file:{tmp_path / 'sub' / 'd.db'}?vfs=unix-dotfile&uri=true")
+    try:
+        assert "could not use WAL mode" in caplog.text
+        assert not database._read_inline
+        await database.write(_schema)
+        assert await asyncio.gather(*(database.write(_insert, f"r{i}") for i in range(20))) == [1] * 20
+        loop_thread = threading.get_ident()
+
+        def names_and_thread(conn: Connection) -> tuple[list[str], int]:
+            return _names(conn), threading.get_ident()
+
+        names, thread = await database.read(names_and_thread)
+        assert names == sorted(f"r{i}" for i in range(20)) and thread != loop_thread
+    finally:
+        await database.close()

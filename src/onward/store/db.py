@@ -75,7 +75,9 @@ class Database:
             # Whatever driver the URL names (the default used to be aiosqlite), SQLite runs on sqlite3.
             parsed = parsed.set(drivername="sqlite")
             if parsed.database and parsed.database != ":memory:":
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                # a URI filename (`sqlite:///file:PATH?…&uri=true`) names its path after "file:"
+                path = parsed.database.removeprefix("file:") if parsed.query.get("uri") else parsed.database
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
             args = {"timeout": 30, "check_same_thread": False}
             self._writer = create_engine(parsed, connect_args=args, pool_size=1, max_overflow=0)
             self._reader = create_engine(parsed, connect_args=args, pool_size=READ_THREADS, max_overflow=0)
