@@ -65,7 +65,8 @@ class _Acceptor:
     async def _serve(self, conn: socket.socket) -> None:
         try:
             await self._loop.connect_accepted_socket(self._protocol, conn)
-        except OSError:  # the client left before we got to it
+        except Exception as exc:  # e.g. the client left before we got to it
+            log.debug("an accepted connection could not be served: %s", exc)
             conn.close()
 
     def close(self) -> None:

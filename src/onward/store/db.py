@@ -16,11 +16,12 @@ Postgres keeps the async engine (asyncpg); the same functions run through `run_s
 
 Writes are grouped: whatever is queued when the writer thread takes its next turn runs as one
 transaction (if a write raises, or the commit fails, the group is rolled back and each write runs
-again alone, so it fails alone). A write is still committed before its caller resumes. The
-journal's commits go first (`write_first`) and a group holds at most GROUP_MAX other writes, so the
-events of runs in progress wait for at most one short group, whatever else is queued. One transaction per turn instead of one per write: in a burst of 500 run
-starts the writer ran ~1,100 transactions (run creations, claims, the journal's group commits), each
-waiting for the GIL several times, and the journal's commits queued behind them for ~0.5 s.
+again alone, so it fails alone). A write is still committed before its caller resumes. One
+transaction per turn instead of one per write: in a burst of 500 run starts the writer ran ~1,100
+transactions (run creations, claims, the journal's group commits), each waiting for the GIL several
+times, and the journal's commits queued behind them for ~0.5 s. The journal's commits go first
+(`write_first`) and a group holds at most GROUP_MAX other writes, so the events of runs in progress
+wait for one short group at most, whatever else is queued.
 
 The loop's reads and the writer's transactions each keep one connection open for good (`_Held`):
 a checkout from SQLAlchemy's pool and its return cost ~40 µs, more than the statement they serve
@@ -150,13 +151,13 @@ class Database:
             start = not self._writer_busy
             self._writer_busy = True
         if start:
-            self._write_thread.submit(self._write_queued, loop)
+            self._write_thread.submit(self._write_queued)
         result = await done
         if time.monotonic() - self._checkpoint_at >= self.checkpoint_interval:
             self._start_checkpoint()
         return result
 
-    def _write_queued(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _write_queued(self) -> None:
         """The writer thread's turn: what is queued, one transaction at a time, until none is.
         A transaction takes every `write_first` write and at most GROUP_MAX others."""
         while True:
@@ -166,11 +167,18 @@ class Database:
                 if not queued:
                     self._writer_busy = False
                     return
-            outcomes = self._held_writer.write_group([call for call, _ in queued])
             try:
-                loop.call_soon_threadsafe(_settle, [fut for _, fut in queued], outcomes)
-            except RuntimeError:  # the loop is closed: nobody is waiting any more
-                pass
+                outcomes = self._held_writer.write_group([call for call, _ in queued])
+            except BaseException as exc:  # not an Exception (those are outcomes): fail the group, go on
+                outcomes = [(False, exc)] * len(queued)
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], tuple[bool, Any]]]] = {}
+            for (_, fut), outcome in zip(queued, outcomes, strict=True):
+                by_loop.setdefault(fut.get_loop(), []).append((fut, outcome))
+            for loop, settled in by_loop.items():  # one loop, except in tests that use several
+                try:
+                    loop.call_soon_threadsafe(_settle, settled)
+                except RuntimeError:  # that loop is closed: nobody is waiting any more
+                    pass
 
     def _start_checkpoint(self) -> None:
         if self._checkpointing is not None and not self._checkpointing.done():
@@ -281,8 +289,8 @@ class _Held:
             self._conn = None
 
 
-def _settle(futures: list[asyncio.Future[Any]], outcomes: list[tuple[bool, Any]]) -> None:
-    for fut, (ok, value) in zip(futures, outcomes, strict=True):
+def _settle(settled: list[tuple[asyncio.Future[Any], tuple[bool, Any]]]) -> None:
+    for fut, (ok, value) in settled:
         if fut.done():  # the caller was cancelled; its write happened (or failed) all the same
             continue
         if ok:
