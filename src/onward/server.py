@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 # a few objects per event, nearly all short-lived, and each collection also walks every survivor.
 GC_THRESHOLD = (10_000, 20, 10)
 ACCEPT_BURST = 64  # connections accepted per turn of the event loop, per listening socket
+ACCEPT_PAUSE_S = 0.5  # after a failed accept (out of file descriptors): libuv's own accept goes on
 
 
 class _Acceptor:
@@ -44,6 +45,11 @@ class _Acceptor:
         self._sock.setblocking(False)
         self._protocol = protocol
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._resume: asyncio.TimerHandle | None = None
+        self._watch()
+
+    def _watch(self) -> None:
+        self._resume = None
         self._loop.add_reader(self._sock.fileno(), self._accept)
 
     def _accept(self) -> None:
@@ -52,8 +58,11 @@ class _Acceptor:
                 conn, _addr = self._sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # e.g. too many open files: libuv's own accept still backs off
-                log.warning("accepting a connection failed: %s", exc)
+            except OSError as exc:  # e.g. too many open files: pause, or this would fire every turn
+                log.warning("accepting a connection failed (%s); pausing the burst acceptor for %.1f s",
+                            exc, ACCEPT_PAUSE_S)
+                self._loop.remove_reader(self._sock.fileno())
+                self._resume = self._loop.call_later(ACCEPT_PAUSE_S, self._watch)
                 return
             conn.setblocking(False)
             if conn.family in (socket.AF_INET, socket.AF_INET6):
@@ -70,6 +79,8 @@ class _Acceptor:
             conn.close()
 
     def close(self) -> None:
+        if self._resume is not None:
+            self._resume.cancel()
         self._loop.remove_reader(self._sock.fileno())
         self._sock.close()
 

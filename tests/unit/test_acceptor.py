@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
 import socket
 
 import pytest
 import uvloop
 
+from onward import server
 from onward.server import ACCEPT_BURST, _Acceptor
 
 
@@ -94,3 +97,33 @@ def test_waiting_connections_are_accepted_in_bursts_and_served(
         loop.close()
     assert max(turns) == ACCEPT_BURST  # a full burst in one turn, not one connection per turn
 
+
+
+async def test_out_of_file_descriptors_pauses_the_acceptor_then_it_serves_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(server, "ACCEPT_PAUSE_S", 0.05)
+    original = socket.socket.accept
+    failures = [OSError(errno.EMFILE, "Too many open files")]  # the kernel's answer, once
+
+    def accept(sock: socket.socket) -> tuple[socket.socket, object]:
+        if failures:
+            raise failures.pop()
+        return original(sock)
+
+    monkeypatch.setattr(socket.socket, "accept", accept)
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    acceptor = _Acceptor(listener, _Echo)
+    try:
+        with caplog.at_level(logging.WARNING, logger="onward.server"):
+            assert await _clients(listener.getsockname()[1], 3) == [b"HELLO 0", b"HELLO 1", b"HELLO 2"]
+        assert "pausing the burst acceptor" in caplog.text and not failures
+    finally:
+        acceptor.close()
+        listener.close()
+        for echo in _Echo.made:
+            echo.transport.close()
+        await asyncio.gather(*(echo.lost for echo in _Echo.made))
+        _Echo.made.clear()
