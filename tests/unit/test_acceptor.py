@@ -25,6 +25,14 @@ class _Echo(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost.set_result(None)
 
+    @classmethod
+    async def close_all(cls) -> None:
+        """Close the server side of every connection made, and wait until each is gone."""
+        for echo in cls.made:
+            echo.transport.close()
+        await asyncio.gather(*(echo.lost for echo in cls.made))
+        cls.made.clear()
+
     def data_received(self, data: bytes) -> None:
         self.transport.write(data.upper())  # type: ignore[attr-defined]
 
@@ -85,10 +93,7 @@ def test_waiting_connections_are_accepted_in_bursts_and_served(
             for sock in connected:
                 sock.close()
             listener.close()
-            for echo in _Echo.made:
-                echo.transport.close()
-            await asyncio.gather(*(echo.lost for echo in _Echo.made))
-            _Echo.made.clear()
+            await _Echo.close_all()
 
     loop = loop_factory()  # type: ignore[operator]
     try:
@@ -96,7 +101,6 @@ def test_waiting_connections_are_accepted_in_bursts_and_served(
     finally:
         loop.close()
     assert max(turns) == ACCEPT_BURST  # a full burst in one turn, not one connection per turn
-
 
 
 async def test_out_of_file_descriptors_pauses_the_acceptor_then_it_serves_again(
@@ -123,7 +127,4 @@ async def test_out_of_file_descriptors_pauses_the_acceptor_then_it_serves_again(
     finally:
         acceptor.close()
         listener.close()
-        for echo in _Echo.made:
-            echo.transport.close()
-        await asyncio.gather(*(echo.lost for echo in _Echo.made))
-        _Echo.made.clear()
+        await _Echo.close_all()

@@ -12,9 +12,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Connection
+from sqlalchemy import Connection, text
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from onward.store.db import GROUP_MAX, Database
+from onward.store.statements import execute, fetch_all
 
 
 @pytest.fixture
@@ -175,3 +177,12 @@ async def test_without_wal_every_read_goes_to_a_thread_and_still_works(
         assert names == sorted(f"r{i}" for i in range(20)) and thread != loop_thread
     finally:
         await database.close()
+
+
+async def test_a_hot_statement_on_the_driver_fails_as_through_sqlalchemy(db: Database) -> None:
+    insert = text("INSERT INTO items (name) VALUES (:name)")
+    await db.write(lambda conn: execute(conn, insert, {"name": "once"}))
+    with pytest.raises(IntegrityError, match="UNIQUE"):
+        await db.write(lambda conn: execute(conn, insert, {"name": "once"}))
+    with pytest.raises(OperationalError, match="no such table"):
+        await db.read(lambda conn: fetch_all(conn, text("SELECT * FROM nowhere")))

@@ -220,7 +220,7 @@ class SqlStore:
         the conversation; the one-active-run index makes a second active run a ConversationBusy)."""
         try:
             return await self.db.write(_create_run, user_id, conversation_id, text, model)
-        except (IntegrityError, sqlite3.IntegrityError) as exc:  # sqlite3's: statements.py
+        except IntegrityError as exc:
             if "uq_runs_one_active" in str(exc) or "runs.conversation_id" in str(exc):
                 raise ConversationBusy() from exc
             raise

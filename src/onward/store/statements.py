@@ -9,16 +9,19 @@ The statements are `text()` with `:name` parameters, which `sqlite3` takes as th
 databases (Postgres through asyncpg) execute them through SQLAlchemy as before. Cold statements
 (`select()`, `insert()` …) keep going through SQLAlchemy everywhere.
 
-Rows come back as mappings (`row["column"]`) on both paths.
+Rows come back as mappings (`row["column"]`) on both paths, and errors as SQLAlchemy's exceptions
+(`IntegrityError`, `OperationalError`, …) on both paths, so callers handle one kind.
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Mapping, Sequence
+from types import TracebackType
 from typing import Any, Protocol
 
 from sqlalchemy import Connection, TextClause
+from sqlalchemy.exc import DBAPIError
 
 Params = Mapping[str, Any] | None
 
@@ -27,6 +30,25 @@ class Row(Protocol):
     """A row by column name: a `sqlite3.Row` or SQLAlchemy's `RowMapping`."""
 
     def __getitem__(self, key: str, /) -> Any: ...
+
+
+class _Translated:
+    """Raises sqlite3's exceptions as SQLAlchemy raises them (a class, not a generator-based
+    context manager: this wraps every hot statement)."""
+
+    __slots__ = ("_params", "_sql")
+
+    def __init__(self, sql: str, params: Any) -> None:
+        self._sql, self._params = sql, params
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if isinstance(exc, sqlite3.Error):
+            raise DBAPIError.instance(self._sql, self._params, exc, sqlite3.Error) from exc
 
 
 def _driver(conn: Connection) -> sqlite3.Connection | None:
@@ -43,7 +65,8 @@ def execute(conn: Connection, stmt: TextClause, params: Mapping[str, Any] | None
     raw = _driver(conn)
     if raw is None:
         return int(conn.execute(stmt, params or {}).rowcount)
-    return raw.execute(stmt.text, params or {}).rowcount
+    with _Translated(stmt.text, params):
+        return raw.execute(stmt.text, params or {}).rowcount
 
 
 def execute_driver_sql(conn: Connection, sql: str, params: Sequence[Any] | list[Sequence[Any]]) -> None:
@@ -51,10 +74,12 @@ def execute_driver_sql(conn: Connection, sql: str, params: Sequence[Any] | list[
     raw = _driver(conn)
     if raw is None:
         conn.exec_driver_sql(sql, params)
-    elif isinstance(params, list):
-        raw.executemany(sql, params)
-    else:
-        raw.execute(sql, params)
+        return
+    with _Translated(sql, params):
+        if isinstance(params, list):
+            raw.executemany(sql, params)
+        else:
+            raw.execute(sql, params)
 
 
 def execute_many(conn: Connection, stmt: TextClause, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -63,7 +88,8 @@ def execute_many(conn: Connection, stmt: TextClause, rows: Sequence[Mapping[str,
     if raw is None:
         conn.execute(stmt, list(rows))
         return
-    raw.executemany(stmt.text, rows)
+    with _Translated(stmt.text, rows):
+        raw.executemany(stmt.text, rows)
 
 
 def fetch_all(conn: Connection, stmt: TextClause, params: Params = None) -> list[Row]:
@@ -72,7 +98,8 @@ def fetch_all(conn: Connection, stmt: TextClause, params: Params = None) -> list
         return [r._mapping for r in conn.execute(stmt, params or {})]
     cursor = raw.cursor()
     cursor.row_factory = sqlite3.Row
-    return cursor.execute(stmt.text, params or {}).fetchall()
+    with _Translated(stmt.text, params):
+        return cursor.execute(stmt.text, params or {}).fetchall()
 
 
 def fetch_one(conn: Connection, stmt: TextClause, params: Params = None) -> Row | None:
@@ -82,7 +109,8 @@ def fetch_one(conn: Connection, stmt: TextClause, params: Params = None) -> Row 
         return row._mapping if row is not None else None
     cursor = raw.cursor()
     cursor.row_factory = sqlite3.Row
-    found: sqlite3.Row | None = cursor.execute(stmt.text, params or {}).fetchone()
+    with _Translated(stmt.text, params):
+        found: sqlite3.Row | None = cursor.execute(stmt.text, params or {}).fetchone()
     return found
 
 
@@ -91,5 +119,6 @@ def fetch_value(conn: Connection, stmt: TextClause, params: Params = None) -> An
     raw = _driver(conn)
     if raw is None:
         return conn.execute(stmt, params or {}).scalar()
-    row = raw.execute(stmt.text, params or {}).fetchone()
+    with _Translated(stmt.text, params):
+        row = raw.execute(stmt.text, params or {}).fetchone()
     return row[0] if row is not None else None
