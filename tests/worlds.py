@@ -25,7 +25,6 @@ class World:
 async def open_world(store: SqlStore, bus: MemoryBus, user: str = "local") -> AsyncIterator[World]:
     """A started journal over `store` (closed on exit; the store is the caller's)."""
     journal = Journal(store, bus, flush_interval=0.005)
-    journal.start()
     try:
         user_id = await store.ensure_user(user)
         conversation = await store.create_conversation(user_id, "first")

@@ -79,7 +79,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await store.init()
         bus = MemoryBus(settings.subscriber_queue_events, settings.replay_tail_events)
         journal = Journal(store, bus, flush_interval=settings.flush_interval_ms / 1000)
-        journal.start()
         account_store = AccountStore(store)
         accounts = AccountService(settings, account_store)
         sandbox = choose_sandbox(settings)

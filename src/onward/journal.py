@@ -31,11 +31,12 @@ class Journal:
         self._seq: dict[str, int] = {}
         self._batch = WriteBatch()
         self._waiters: list[asyncio.Future[None]] = []
-        self._oldest: float | None = None
-        self._has_work = asyncio.Event()
-        self._urgent = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._inflight: asyncio.Future[None] | None = None  # resolves when the write under way ends
+        self._oldest: float | None = None  # when the oldest queued item was queued (monotonic)
+        self._urgent = False  # something queued is awaited: write it at the next chance
+        self._writing = False  # a batch is with the store; the next one waits for its outcome
+        self._timer: asyncio.TimerHandle | None = None  # the next write (a flush, or a retry)
+        self._soon = False  # `_take_soon` is scheduled for the next turn
+        self._retrying = False  # `_timer` is a retry's backoff: nothing starts a write before it
         self._failures = 0
 
     # ownership -------------------------------------------------------------
@@ -58,9 +59,9 @@ class Journal:
         self._batch.events.extend(events)
         if self._oldest is None:
             self._oldest = time.monotonic()
-            self._has_work.set()
+            self._wanted(False)
         if len(self._batch.events) >= self.max_pending:
-            self._urgent.set()
+            self._wanted(True)
         return events
 
     def enqueue(
@@ -82,10 +83,9 @@ class Journal:
             self.record(run_id, *items)
         elif self._oldest is None:
             self._oldest = time.monotonic()
-            self._has_work.set()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)
-        self._urgent.set()
+        self._wanted(True)
         return fut
 
     async def commit(
@@ -128,78 +128,93 @@ class Journal:
 
     async def flush(self) -> None:
         """Commit everything queued so far (and wait for it), including a write under way."""
-        if self._inflight is not None:
-            await asyncio.shield(self._inflight)  # a failed write is back in the queue after this
-        if not (self._batch or self._waiters):
+        if not (self._batch or self._waiters or self._writing or self._retrying):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        self._waiters.append(fut)  # settled with the batch after the one under way, if any
         if self._oldest is None:
             self._oldest = time.monotonic()
-        self._has_work.set()
-        self._urgent.set()
+        self._wanted(True)
         await fut
-
-    # the writer --------------------------------------------------------------
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="onward-journal")
 
     async def close(self) -> None:
         await self.flush()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
-    async def _run(self) -> None:
-        while True:
-            await self._has_work.wait()
-            if not self._urgent.is_set() and self._oldest is not None:
-                remaining = self.flush_interval - (time.monotonic() - self._oldest)
-                if remaining > 0:
-                    try:
-                        await asyncio.wait_for(self._urgent.wait(), remaining)
-                    except TimeoutError:
-                        pass
-            batch, waiters = self._batch, self._waiters
-            self._batch, self._waiters = WriteBatch(), []
-            self._oldest = None
-            self._has_work.clear()
-            self._urgent.clear()
-            if not batch and not waiters:
-                continue
-            inflight = self._inflight = asyncio.get_running_loop().create_future()
-            try:
-                written = await self._commit(batch, waiters)
-            finally:
-                self._inflight = None
-                inflight.set_result(None)
-            if not written:
-                await asyncio.sleep(min(0.05 * 2 ** min(self._failures, 5), 1.0))
+    # the writer --------------------------------------------------------------
+    #
+    # No task: a timer (or, for an awaited step, the next loop turn) hands the batch to the store,
+    # and the store's callback publishes it in the same loop turn the commit's outcome arrives,
+    # then hands over what queued meanwhile. A task awaiting the commit would wake a turn later,
+    # and under load a turn of the loop lasts milliseconds: every event waited for it twice.
 
-    async def _commit(self, batch: WriteBatch, waiters: list[asyncio.Future[None]]) -> bool:
-        """Write, then publish and wake the waiters; on failure put everything back (False)."""
-        try:
-            if batch:
-                await self.store.write(batch)
-        except Exception:
+    def _wanted(self, urgent: bool) -> None:
+        """Something was queued: see that a write will take it."""
+        if urgent:
+            self._urgent = True
+        if self._writing or self._retrying:
+            return  # the outcome of the write under way, or the retry, takes it
+        if urgent:
+            if not self._soon:  # the next turn, not now: the rest of this turn joins the batch
+                self._soon = True
+                asyncio.get_running_loop().call_soon(self._take_soon)
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self.flush_interval, self._on_timer)
+
+    def _take_soon(self) -> None:
+        self._soon = False
+        if not (self._writing or self._retrying):
+            self._take()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._retrying = False
+        if not self._writing:
+            self._take()
+
+    def _take(self) -> None:
+        """Hand everything queued to the store in one batch."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        batch, waiters = self._batch, self._waiters
+        self._batch, self._waiters = WriteBatch(), []
+        self._oldest = None
+        self._urgent = False
+        if not batch:
+            _settle(waiters)
+            return
+        self._writing = True
+        self.store.write_soon(batch, lambda error: self._written(batch, waiters, error))
+
+    def _written(self, batch: WriteBatch, waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
+        """The store's outcome: publish and wake the waiters, or put everything back and retry."""
+        self._writing = False
+        if error is not None:
             # Never drop or renumber: put the batch back in front of what came since and
             # retry. Runs waiting on a durable step wait with it (natural backpressure).
             self._failures += 1
-            log.exception("journal write failed (%d events, failure %d); retrying", len(batch.events), self._failures)
+            log.error(
+                "journal write failed (%d events, failure %d); retrying", len(batch.events), self._failures,
+                exc_info=error,
+            )
             self._requeue(batch, waiters)
-            return False
+            return
         self._failures = 0
-        self.bus.publish(batch.events)
-        for fut in waiters:
-            if not fut.done():
-                fut.set_result(None)
-        return True
+        try:
+            self.bus.publish(batch.events)
+        except Exception:  # a subscriber's failure is its own; the log and the waiters go on
+            log.exception("publishing %d events failed", len(batch.events))
+        _settle(waiters)
+        if self._oldest is None and not self._waiters:
+            return
+        due = self.flush_interval - (time.monotonic() - (self._oldest or 0.0))
+        if self._urgent or due <= 0:
+            self._take()  # the writer is free now: what queued during the write goes at once
+        else:
+            self._timer = asyncio.get_running_loop().call_later(due, self._on_timer)
 
     def _requeue(self, batch: WriteBatch, waiters: list[asyncio.Future[None]]) -> None:
         later = self._batch
@@ -209,5 +224,15 @@ class Journal:
         self._batch = batch
         self._waiters = waiters + self._waiters
         self._oldest = time.monotonic()
-        self._has_work.set()
-        self._urgent.set()
+        self._urgent = True
+        if self._timer is not None:
+            self._timer.cancel()
+        self._retrying = True
+        delay = min(0.05 * 2 ** min(self._failures, 5), 1.0)
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+
+def _settle(waiters: list[asyncio.Future[None]]) -> None:
+    for fut in waiters:
+        if not fut.done():
+            fut.set_result(None)

@@ -90,7 +90,6 @@ async def test_a_stale_transition_writes_nothing(world: World) -> None:
 
 async def test_two_journals_racing_to_claim_a_run_one_wins(world: World) -> None:
     other = Journal(world.store, MemoryBus(), flush_interval=0.005)
-    other.start()
     try:
         for i in range(10):
             conversation = (await world.store.create_conversation(world.user, f"race {i}"))["id"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from sqlalchemy import Connection, create_engine
@@ -133,11 +133,12 @@ class FlakyStore(SqlStore):
         super().__init__(url)
         self.failures = failures
 
-    async def write(self, batch):  # type: ignore[no-untyped-def]
+    def write_soon(self, batch, done):  # type: ignore[no-untyped-def]
         if self.failures > 0 and batch.events:
             self.failures -= 1
-            raise OSError("disk I/O error")
-        await super().write(batch)
+            asyncio.get_running_loop().call_soon(done, OSError("disk I/O error"))
+            return
+        super().write_soon(batch, done)
 
 
 async def test_a_failed_write_is_retried_without_gaps_or_loss(tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -145,7 +146,6 @@ async def test_a_failed_write_is_retried_without_gaps_or_loss(tmp_path) -> None:
     await store.init()
     bus = MemoryBus()
     journal = Journal(store, bus, flush_interval=0.005)
-    journal.start()
     user = await store.ensure_user("local")
     conv = await store.create_conversation(user, "t")
     w = World(store, bus, journal, user, conv["id"])
@@ -169,18 +169,18 @@ class SlowStore(SqlStore):
         super().__init__(url)
         self.writing = asyncio.Event()
 
-    async def write(self, batch):  # type: ignore[no-untyped-def]
+    def write_soon(self, batch, done):  # type: ignore[no-untyped-def]
         if batch.events:
             self.writing.set()
-            await asyncio.sleep(0.2)
-        await super().write(batch)
+            asyncio.get_running_loop().call_later(0.2, super().write_soon, batch, done)
+            return
+        super().write_soon(batch, done)
 
 
 async def test_close_waits_for_the_write_under_way(tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = SlowStore(f"sqlite:///{tmp_path / 'onward.db'}")
     await store.init()
     journal = Journal(store, MemoryBus(), flush_interval=0.001)
-    journal.start()
     user = await store.ensure_user("local")
     conv = await store.create_conversation(user, "t")
     run = await store.create_run(user, conv["id"], "hi", None)
@@ -189,6 +189,59 @@ async def test_close_waits_for_the_write_under_way(tmp_path) -> None:  # type: i
     await asyncio.wait_for(store.writing.wait(), 5)
     await journal.close()  # the batch is with the store now, not in the journal's queue
     assert [e.seq for e in await store.events(run.id)] == [1]
+    await store.close()
+
+
+class HeldStore(SqlStore):
+    """A real SQLite store that holds each batch write until the test lets it go, and records
+    what the bus held at the moment the journal's callback returned."""
+
+    def __init__(self, url: str, bus: MemoryBus) -> None:
+        super().__init__(url)
+        self.bus = bus
+        self.held: list[tuple[WriteBatch, Callable[[BaseException | None], None]]] = []
+        self.after_callback: list[tuple[list[int], int]] = []  # (the bus's tail, writes then held)
+        self.holding = asyncio.Event()
+
+    def write_soon(self, batch, done):  # type: ignore[no-untyped-def]
+        self.held.append((batch, done))
+        self.holding.set()
+
+    async def release(self, run_id: str) -> None:
+        batch, done = self.held.pop(0)
+        outcome: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def reported(error: BaseException | None) -> None:
+            done(error)
+            self.after_callback.append(([e.seq for e in self.bus.recent(run_id, 0) or []], len(self.held)))
+            outcome.set_result(None)
+
+        super().write_soon(batch, reported)
+        await outcome
+
+
+async def test_a_commit_is_published_and_the_next_batch_handed_over_in_the_callback(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """No task sits between the store and the bus: when the commit's outcome arrives, its events
+    are published and whatever queued during the write (here for longer than the flush interval)
+    is already with the store when the callback returns."""
+    bus = MemoryBus()
+    store = HeldStore(f"sqlite:///{tmp_path / 'onward.db'}", bus)
+    await store.init()
+    journal = Journal(store, bus, flush_interval=0.01)
+    user = await store.ensure_user("local")
+    conv = await store.create_conversation(user, "t")
+    run = await store.create_run(user, conv["id"], "hi", None)
+    journal.adopt(run.id, 0)
+    journal.record(run.id, MessageDelta(message_id="m", text="a"))
+    await asyncio.wait_for(store.holding.wait(), 5)  # after the flush interval, the batch goes to the store
+    journal.record(run.id, MessageDelta(message_id="m", text="b"))
+    await asyncio.sleep(0.03)  # the second event waits longer than flush_interval for the first write
+    assert len(store.held) == 1
+    await store.release(run.id)
+    assert store.after_callback == [([1], 1)]  # published, and event 2 already handed over
+    await store.release(run.id)
+    assert store.after_callback[-1] == ([1, 2], 0)
+    await journal.close()
     await store.close()
 
 

@@ -6,7 +6,7 @@ into a WriteBatch, the store commits it, and only then is anything published.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -68,4 +68,7 @@ class Store(Protocol):
     async def request_cancel(self, run_id: str) -> bool: ...
 
     async def write(self, batch: WriteBatch) -> None: ...
+    def write_soon(self, batch: WriteBatch, done: Callable[[BaseException | None], None]) -> None:
+        """Start committing `batch`; `done(None)` or `done(error)` is called on this loop when it ends.
+        The journal's path: no task waits, so publishing follows the commit without a loop turn."""
     async def events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[Event]: ...

@@ -55,6 +55,8 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 Operation = Callable[Concatenate[Connection, P], T]
+Settle = Callable[[bool, Any], None]  # a queued write's outcome: (True, result) or (False, exception)
+_Queued = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, Settle]
 
 READ_THREADS = 2  # for `scan` only
 GROUP_MAX = 64  # writes (besides `write_first` ones) per transaction: a turn of the writer is short
@@ -90,8 +92,8 @@ class Database:
                 event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(self._writer, "connect", _writer_pragmas)
             self._write_thread = ThreadPoolExecutor(1, thread_name_prefix="onward-db-write")
-            self._queued: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
-            self._queued_first: list[tuple[Callable[[Connection], Any], asyncio.Future[Any]]] = []
+            self._queued: list[_Queued] = []
+            self._queued_first: list[_Queued] = []
             self._queue_lock = threading.Lock()
             self._writer_busy = False  # a turn of the writer thread is submitted or under way
             self._read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="onward-db-read")
@@ -144,18 +146,44 @@ class Database:
         if self._async is not None:
             async with self._async.begin() as conn:
                 return await conn.run_sync(op, *args, **kwargs)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[T] = loop.create_future()
+        done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._queue(first, lambda conn: op(conn, *args, **kwargs), functools.partial(_settle_future, done))
+        result = await done
+        self._maybe_checkpoint()
+        return result
+
+    def write_soon(
+        self, done: Callable[[BaseException | None], None], op: Operation[P, Any], *args: P.args, **kwargs: P.kwargs
+    ) -> None:
+        """`write_first` with a callback: `done(None)` once committed, `done(error)` if not.
+
+        `done` runs on the calling loop in the turn the writer's outcome arrives there, where a
+        future would resume the task awaiting it one turn later: under load a turn of the loop
+        lasts milliseconds, and the journal's commits are what every event waits for.
+        """
+        if self._async is not None:
+            task = asyncio.ensure_future(self.write_first(op, *args, **kwargs))
+            task.add_done_callback(lambda t: done(t.exception() if not t.cancelled() else asyncio.CancelledError()))
+            return
+
+        def settle(ok: bool, value: Any) -> None:
+            self._maybe_checkpoint()
+            done(None if ok else value)
+
+        self._queue(True, lambda conn: op(conn, *args, **kwargs), settle)
+
+    def _queue(self, first: bool, call: Callable[[Connection], Any], settle: Callable[[bool, Any], None]) -> None:
+        item = (call, asyncio.get_running_loop(), settle)
         with self._queue_lock:
-            (self._queued_first if first else self._queued).append((lambda conn: op(conn, *args, **kwargs), done))
+            (self._queued_first if first else self._queued).append(item)
             start = not self._writer_busy
             self._writer_busy = True
         if start:
             self._write_thread.submit(self._write_queued)
-        result = await done
+
+    def _maybe_checkpoint(self) -> None:
         if time.monotonic() - self._checkpoint_at >= self.checkpoint_interval:
             self._start_checkpoint()
-        return result
 
     def _write_queued(self) -> None:
         """The writer thread's turn: what is queued, one transaction at a time, until none is.
@@ -168,12 +196,12 @@ class Database:
                     self._writer_busy = False
                     return
             try:
-                outcomes = self._held_writer.write_group([call for call, _ in queued])
+                outcomes = self._held_writer.write_group([call for call, _, _ in queued])
             except BaseException as exc:  # not an Exception (those are outcomes): fail the group, go on
                 outcomes = [(False, exc)] * len(queued)
-            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], tuple[bool, Any]]]] = {}
-            for (_, fut), outcome in zip(queued, outcomes, strict=True):
-                by_loop.setdefault(fut.get_loop(), []).append((fut, outcome))
+            by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Settle, tuple[bool, Any]]]] = {}
+            for (_, loop, settle), outcome in zip(queued, outcomes, strict=True):
+                by_loop.setdefault(loop, []).append((settle, outcome))
             for loop, settled in by_loop.items():  # one loop, except in tests that use several
                 try:
                     loop.call_soon_threadsafe(_settle, settled)
@@ -289,14 +317,21 @@ class _Held:
             self._conn = None
 
 
-def _settle(settled: list[tuple[asyncio.Future[Any], tuple[bool, Any]]]) -> None:
-    for fut, (ok, value) in settled:
-        if fut.done():  # the caller was cancelled; its write happened (or failed) all the same
-            continue
-        if ok:
-            fut.set_result(value)
-        else:
-            fut.set_exception(value)
+def _settle(settled: list[tuple[Settle, tuple[bool, Any]]]) -> None:
+    for settle, (ok, value) in settled:
+        try:
+            settle(ok, value)
+        except Exception:  # one caller's callback must not keep the others' outcomes from them
+            log.exception("a write's completion callback failed")
+
+
+def _settle_future(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if fut.done():  # the caller was cancelled; its write happened (or failed) all the same
+        return
+    if ok:
+        fut.set_result(value)
+    else:
+        fut.set_exception(value)
 
 
 def _on_connection(engine: Engine, op: Callable[..., T], *args: Any, **kwargs: Any) -> T:

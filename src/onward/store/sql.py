@@ -11,7 +11,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -248,6 +248,10 @@ class SqlStore:
     async def write(self, batch: WriteBatch) -> None:
         """Commit a batch atomically: conditional changes first, then messages, events, run rows."""
         await self.db.write_first(_write_batch, batch, self._event_sql)
+
+    def write_soon(self, batch: WriteBatch, done: Callable[[BaseException | None], None]) -> None:
+        """`write`, reporting to `done` (on this loop) instead of to an awaiting task."""
+        self.db.write_soon(done, _write_batch, batch, self._event_sql)
 
     async def events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         read = self.db.scan if limit > SCAN_ABOVE_ROWS else self.db.read
