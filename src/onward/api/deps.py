@@ -116,6 +116,11 @@ class CredentialCheck:
         self._interval = svc.settings.stream_auth_recheck_s
         self._due = time.monotonic() + self._interval
 
+    @property
+    def due(self) -> float:
+        """When (monotonic) the next `still_valid()` asks the store again."""
+        return self._due
+
     async def still_valid(self) -> bool:
         if time.monotonic() < self._due:
             return True

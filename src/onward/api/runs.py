@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from onward.api.deps import CredentialCheck, Services, Svc, User
-from onward.core.events import sse_frame
+from onward.api.sse import EventStream
 from onward.core.runs import Run
-from onward.delivery import follow, wait_events
+from onward.delivery import Follower, wait_events
 from onward.errors import BadRequest
 
 router = APIRouter(prefix="/api", tags=["runs"])
@@ -100,7 +97,10 @@ async def run_events(
     return Response(body, media_type="application/json")
 
 
-@router.get("/runs/{rid}/stream")
+@router.get(
+    "/runs/{rid}/stream",
+    responses={200: {"content": {"text/event-stream": {}}, "description": "Server-Sent Events"}},
+)
 async def stream_run(
     request: Request,
     rid: str,
@@ -108,7 +108,7 @@ async def stream_run(
     user: User,
     after: int = Query(0, ge=0),
     last_event_id: str | None = Header(None),
-) -> StreamingResponse:
+) -> EventStream:
     """Server-Sent Events from seq > after (or > Last-Event-ID); ends after the terminal event, or
     when the caller's token or session stops being valid (checked every `stream_auth_recheck_s`)."""
     run = await svc.store.get_run(rid, user.id)
@@ -116,26 +116,9 @@ async def stream_run(
     if last_event_id and last_event_id.strip().isdigit():
         start = max(start, int(last_event_id.strip()))
     check_after(run, start)
-
-    credential = CredentialCheck(request, svc, user)
-
-    async def frames() -> AsyncIterator[str]:
-        yield ": connected\n\n"
-        events = follow(
-            svc.store, svc.bus, rid, start, heartbeat=svc.settings.sse_heartbeat_s, seen_active=run.status.is_active
-        )
-        async with contextlib.aclosing(events):  # leaving early unsubscribes at once
-            async for batch in events:
-                if not await credential.still_valid():
-                    yield ": credentials revoked\n\n"  # a reconnect gets 401 and says why
-                    return
-                if batch:
-                    yield "".join(sse_frame(e) for e in batch)
-                else:
-                    yield ": heartbeat\n\n"
-
-    return StreamingResponse(
-        frames(),
-        media_type="text/event-stream",
+    return EventStream(
+        Follower(svc.store, svc.bus, rid, start, seen_active=run.status.is_active),
+        CredentialCheck(request, svc, user),
+        heartbeat=svc.settings.sse_heartbeat_s,
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -8,6 +8,7 @@ reconnects after a short drop catches up from memory instead of the store.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from onward.core.events import Event
@@ -20,6 +21,15 @@ class Lagged(Exception):
 class Subscription(Protocol):
     async def get(self, timeout: float | None = None) -> list[Event]:
         """The next batch of live events (oldest first); [] on timeout. Raises Lagged."""
+        ...
+
+    def take(self) -> list[Event]:
+        """The live events buffered so far (oldest first), without waiting; raises Lagged."""
+        ...
+
+    def listen(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback()` whenever events arrive (or the subscription lags), from the code that
+        publishes them: a reader that can write without waiting need not wake a task for it."""
         ...
 
     def close(self) -> None: ...

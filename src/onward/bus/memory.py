@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import defaultdict, deque
+from collections.abc import Callable
 
 from onward.bus.base import Lagged
 from onward.core.events import Event
+
+log = logging.getLogger(__name__)
 
 
 class MemorySubscription:
@@ -19,6 +23,7 @@ class MemorySubscription:
         self._batches: deque[list[Event]] = deque()
         self._count = 0
         self._wakeup = Wakeup()
+        self._listener: Callable[[], None] | None = None
         self.lagged = False
         self.closed = False
 
@@ -34,15 +39,23 @@ class MemorySubscription:
             self._batches.append(events)
             self._count += len(events)
         self._wakeup.set()
+        if self._listener is not None:
+            try:
+                self._listener()
+            except Exception:  # one reader's failure must not keep the events from the others
+                log.exception("a subscriber's listener failed", extra={"run_id": self.run_id})
 
     async def get(self, timeout: float | None = None) -> list[Event]:
         """The events published since the last call, waiting for some; [] after `timeout` s."""
         if not self._batches and not self.lagged:
             await self._wakeup.wait(timeout)
-            if not self._batches and not self.lagged:
-                return []
+        return self.take()
+
+    def take(self) -> list[Event]:
         if self.lagged:
             raise Lagged(self.run_id)
+        if not self._batches:
+            return []
         if len(self._batches) == 1:
             out = self._batches.popleft()
         else:
@@ -51,7 +64,11 @@ class MemorySubscription:
         self._count = 0
         return out
 
+    def listen(self, callback: Callable[[], None] | None) -> None:
+        self._listener = callback
+
     def close(self) -> None:
+        self._listener = None
         if not self.closed:
             self.closed = True
             self._bus._drop(self)
