@@ -245,6 +245,16 @@ async def test_a_commit_is_published_and_the_next_batch_handed_over_in_the_callb
     await store.close()
 
 
+@pytest.mark.parametrize("size", [1, 16, 17, 1024, 1025, 2100])
+async def test_a_batch_of_any_size_is_stored_exactly(world: World, size: int) -> None:
+    """SQLite takes events in statements of up to 1,024 rows, the last padded with NULL rows."""
+    run = await world.store.create_run(world.user, world.conversation, "hi", None)
+    events = [encode(run.id, seq, MessageDelta(message_id="m", text=f"{seq}\u00e9\n")) for seq in range(1, size + 1)]
+    await world.store.write(WriteBatch(events=events))
+    assert await world.store.events(run.id, 0, 10_000) == events
+    assert (await world.store.get_run(run.id)).last_seq == size
+
+
 async def test_nul_in_text_is_stored_as_a_replacement_character(world: World) -> None:
     """SQLite could hold NUL, Postgres cannot; both store U+FFFD so history is the same on both."""
     run = await world.store.create_run(world.user, world.conversation, "a\x00b", None)
