@@ -59,7 +59,7 @@ Settle = Callable[[bool, Any], None]  # a queued write's outcome: (True, result)
 _Queued = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, Settle]
 
 READ_THREADS = 2  # for `scan` only
-GROUP_MAX = 64  # writes (besides `write_first` ones) per transaction: a turn of the writer is short
+GROUP_MAX = 64  # writes per transaction: a turn of the writer is short
 CHECKPOINT_INTERVAL_S = 1.0
 CHECKPOINT_GIVE_UP = 10  # failures in a row before the writer checkpoints by itself again
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
@@ -97,6 +97,7 @@ class Database:
             self._queued_first: list[_Queued] = []
             self._queue_lock = threading.Lock()
             self._writer_busy = False  # a turn of the writer thread is submitted or under way
+            self._first_went_last = False  # the last transaction was of `write_first` writes
             self._read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="onward-db-read")
             self._checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="onward-db-checkpoint")
             self.checkpoint_interval = CHECKPOINT_INTERVAL_S
@@ -188,11 +189,16 @@ class Database:
 
     def _write_queued(self) -> None:
         """The writer thread's turn: what is queued, one transaction at a time, until none is.
-        A transaction takes every `write_first` write and at most GROUP_MAX others."""
+        A transaction takes every `write_first` write, or else at most GROUP_MAX others."""
         while True:
             with self._queue_lock:
-                queued = self._queued_first + self._queued[:GROUP_MAX]
-                self._queued_first, self._queued = [], self._queued[GROUP_MAX:]
+                if self._queued_first and not (self._queued and self._first_went_last):
+                    queued, self._queued_first = self._queued_first, []
+                    self._first_went_last = True
+                else:
+                    queued = self._queued[:GROUP_MAX]
+                    self._queued = self._queued[GROUP_MAX:]
+                    self._first_went_last = False
                 if not queued:
                     self._writer_busy = False
                     return
