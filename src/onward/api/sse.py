@@ -85,7 +85,7 @@ class EventStream(Response):
                 return
             writer.go_live(reader)  # from here on, the publish writes
             while True:
-                await writer.settle(self._next_check())
+                await writer.settle(min(self.credential.due, writer.last_write + self.heartbeat))
                 if writer.closed or reader.ended:
                     return
                 if writer.behind:
@@ -97,9 +97,6 @@ class EventStream(Response):
                     return
                 if now - writer.last_write >= self.heartbeat:
                     writer.write(HEARTBEAT)
-
-    def _next_check(self) -> float:
-        return min(self.credential.due, time.monotonic() + self.heartbeat)
 
 
 class _Writer:

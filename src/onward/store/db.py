@@ -75,6 +75,7 @@ class Database:
         parsed = make_url(url)
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         self._async: AsyncEngine | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()  # `write_soon`'s writes under way (Postgres)
         if self.is_sqlite:
             # Whatever driver the URL names (the default used to be aiosqlite), SQLite runs on sqlite3.
             parsed = parsed.set(drivername="sqlite")
@@ -165,7 +166,13 @@ class Database:
         """
         if self._async is not None:
             task = asyncio.ensure_future(self.write_first(op, *args, **kwargs))
-            task.add_done_callback(lambda t: done(t.exception() if not t.cancelled() else asyncio.CancelledError()))
+            self._tasks.add(task)  # the loop keeps only a weak reference to a task
+
+            def finished(t: asyncio.Task[Any]) -> None:
+                self._tasks.discard(t)
+                done(asyncio.CancelledError() if t.cancelled() else t.exception())
+
+            task.add_done_callback(finished)
             return
 
         def settle(ok: bool, value: Any) -> None:
