@@ -156,6 +156,39 @@ async def test_write_first_goes_ahead_and_groups_stay_short(db: Database) -> Non
     assert len(commits) == 3  # the urgent write, then GROUP_MAX writes, then the last 10
 
 
+async def test_the_journals_writes_and_the_others_take_turns(db: Database) -> None:
+    """A stream of `write_first` writes cannot keep the others waiting, nor the others it: when
+    both are queued, one transaction of each in turn."""
+    loop = asyncio.get_running_loop()
+    in_group, release = asyncio.Event(), threading.Event()
+    order: list[str] = []
+
+    def hold(conn: Connection) -> int:  # the first write of the first group of others
+        loop.call_soon_threadsafe(in_group.set)
+        release.wait(10)
+        return _insert(conn, "hold")
+
+    def named(fut: asyncio.Future[int], name: str) -> asyncio.Future[int]:
+        fut.add_done_callback(lambda _f: order.append(name))
+        return fut
+
+    async with _writer_busy(db):
+        first_a = named(asyncio.ensure_future(db.write_first(_insert, "a")), "a")
+        others = [named(asyncio.ensure_future(db.write(hold)), "n000")]
+        others += [named(asyncio.ensure_future(db.write(_insert, f"n{i:03}")), f"n{i:03}") for i in range(1, 80)]
+        await asyncio.sleep(0)
+    try:
+        await in_group.wait()  # the first group of others is under way ...
+        assert first_a.done()  # ... and "a" was committed before it, in a transaction of its own
+        first_b = named(asyncio.ensure_future(db.write_first(_insert, "b")), "b")
+        await asyncio.sleep(0)
+    finally:
+        release.set()
+    await asyncio.gather(first_a, first_b, *others)
+    assert order.index("a") < order.index("n000")
+    assert order.index(f"n{GROUP_MAX - 1:03}") < order.index("b") < order.index(f"n{GROUP_MAX:03}")
+
+
 async def test_without_wal_every_read_goes_to_a_thread_and_still_works(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

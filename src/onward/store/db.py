@@ -19,9 +19,11 @@ transaction (if a write raises, or the commit fails, the group is rolled back an
 again alone, so it fails alone). A write is still committed before its caller resumes. One
 transaction per turn instead of one per write: in a burst of 500 run starts the writer ran ~1,100
 transactions (run creations, claims, the journal's group commits), each waiting for the GIL several
-times, and the journal's commits queued behind them for ~0.5 s. The journal's commits go first
-(`write_first`) and a group holds at most GROUP_MAX other writes, so the events of runs in progress
-wait for one short group at most, whatever else is queued.
+times, and the journal's commits queued behind them for ~0.5 s. The journal's commits
+(`write_first`) are transactions of their own, taking turns with groups of at most GROUP_MAX other
+writes: the events of runs in progress wait for one group of other writes at most, and other
+writes still get every other turn. (Carrying 64 run creations in the journal's transaction held
+every run's events for tens of ms during a burst of run starts.)
 
 The loop's reads and the writer's transactions each keep one connection open for good (`_Held`):
 a checkout from SQLAlchemy's pool and its return cost ~40 µs, more than the statement they serve
@@ -181,7 +183,7 @@ class Database:
 
         self._queue(True, lambda conn: op(conn, *args, **kwargs), settle)
 
-    def _queue(self, first: bool, call: Callable[[Connection], Any], settle: Callable[[bool, Any], None]) -> None:
+    def _queue(self, first: bool, call: Callable[[Connection], Any], settle: Settle) -> None:
         item = (call, asyncio.get_running_loop(), settle)
         with self._queue_lock:
             (self._queued_first if first else self._queued).append(item)
@@ -196,7 +198,8 @@ class Database:
 
     def _write_queued(self) -> None:
         """The writer thread's turn: what is queued, one transaction at a time, until none is.
-        A transaction takes every `write_first` write, or else at most GROUP_MAX others."""
+        A transaction takes every `write_first` write, or at most GROUP_MAX others; while both
+        kinds are queued, they take turns."""
         while True:
             with self._queue_lock:
                 if self._queued_first and not (self._queued and self._first_went_last):
