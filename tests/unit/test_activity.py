@@ -3,26 +3,13 @@ never revived by an older notice, and nothing is read for a user without a feed.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
-from tests.worlds import World, open_world
+from tests.worlds import World
 
 from onward.activity import Activity
 from onward.bus.base import Lagged
-from onward.bus.memory import MemoryBus
 from onward.core.events import RunCompleted, RunStarted
 from onward.core.runs import RunStatus
-from onward.store.sql import SqlStore
-
-
-@pytest.fixture
-async def world(tmp_path) -> AsyncIterator[World]:  # type: ignore[no-untyped-def]
-    store = SqlStore(f"sqlite:///{tmp_path / 'onward.db'}")
-    await store.init()
-    async with open_world(store, MemoryBus()) as w:
-        yield w
-    await store.close()
 
 
 async def test_notices_are_the_run_as_it_stands_in_order(world: World) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Connection, create_engine
@@ -18,15 +18,6 @@ from onward.journal import Journal
 from onward.store.base import RunChange, WriteBatch
 from onward.store.db import CHECKPOINT_GIVE_UP
 from onward.store.sql import SqlStore
-
-
-@pytest.fixture
-async def world(tmp_path) -> AsyncIterator[World]:  # type: ignore[no-untyped-def]
-    store = SqlStore(f"sqlite:///{tmp_path / 'onward.db'}")
-    await store.init()
-    async with open_world(store, MemoryBus(subscriber_limit=500)) as w:
-        yield w
-    await store.close()
 
 
 async def _started_run(w: World) -> str:

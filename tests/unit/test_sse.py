@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from tests.worlds import World, open_world
+from tests.worlds import World
 
 from onward.api.sse import EventStream, start_eagerly
-from onward.bus.memory import MemoryBus
 from onward.core.events import MessageDelta, RunCompleted, RunStarted
 from onward.core.runs import RunStatus
 from onward.delivery import Follower
-from onward.store.sql import SqlStore
-
-
-@pytest.fixture
-async def world(tmp_path) -> AsyncIterator[World]:  # type: ignore[no-untyped-def]
-    store = SqlStore(f"sqlite:///{tmp_path / 'onward.db'}")
-    await store.init()
-    async with open_world(store, MemoryBus(subscriber_limit=500)) as w:
-        yield w
-    await store.close()
 
 
 class Valid:
