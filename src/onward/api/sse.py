@@ -22,6 +22,7 @@ from starlette.background import BackgroundTask
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
+from onward.bus.memory import Wakeup
 from onward.core.events import Event, sse_frame
 from onward.delivery import Behind, Follower
 
@@ -107,7 +108,7 @@ class _Writer:
         self._reader: Follower | None = None
         self._blocked: Awaitable[None] | None = None  # a write the connection pushed back on
         self._busy = False  # the task is finishing a write: the publish must not write meanwhile
-        self._wakeup: asyncio.Future[None] | None = None
+        self._wakeup = Wakeup()  # the task waits here for the publish, the hang-up or a timeout
         self.last_write = time.monotonic()
         self.closed = False  # disconnected, or a write failed
         self.behind = False
@@ -125,12 +126,12 @@ class _Writer:
             events = self._reader.live()
         except Behind:
             self.behind = True
-            self._wake()
+            self._wakeup.set()
             return
         if events:
             self.write(frames(events))
             if self._reader.ended:
-                self._wake()
+                self._wakeup.set()
 
     def write(self, body: bytes) -> None:
         """Start writing `body`; if the connection pushes back, the task finishes it."""
@@ -141,7 +142,7 @@ class _Writer:
             log.debug("writing to an event stream failed", exc_info=True)
             self.closed = True
         if self._blocked is not None or self.closed:
-            self._wake()
+            self._wakeup.set()
 
     async def write_now(self, body: bytes) -> None:
         """Write from the task (replay, the end): wait for the connection if it pushes back."""
@@ -161,14 +162,7 @@ class _Writer:
             timeout = until - time.monotonic()
             if timeout <= 0:
                 return
-            loop = asyncio.get_running_loop()
-            self._wakeup = loop.create_future()
-            timer = loop.call_later(timeout, self._wake)
-            try:
-                await self._wakeup
-            finally:
-                self._wakeup = None
-                timer.cancel()
+            await self._wakeup.wait(timeout)
 
     async def _finish_blocked(self) -> None:
         blocked, self._blocked = self._blocked, None
@@ -185,11 +179,7 @@ class _Writer:
 
     def hung_up(self, _: object) -> None:
         self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(None)
+        self._wakeup.set()
 
 
 async def _disconnected(receive: Receive) -> None:
