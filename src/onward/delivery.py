@@ -43,24 +43,28 @@ class Follower:
     async def catch_up(self) -> AsyncGenerator[list[Event], None]:
         """Subscribe (again), then yield what was committed after `last` until the replay meets
         the live events. Afterwards `ended` says whether there is anything more to follow."""
-        self.close()
-        self._sub = self.bus.subscribe(self.run_id)
         while True:
-            # An active run's recent events are in the bus (committed ones only, and read
-            # after subscribing, so whatever the snapshot lacks arrives live); else the store.
-            page = None if self._from_store else self.bus.recent(self.run_id, self.last)
-            complete = page is not None
-            if page is None:
-                page = await self.store.events(self.run_id, after=self.last, limit=PAGE)
-            if page:
-                self.last = page[-1].seq
-                self.ended = page[-1].terminal
-                yield page
-                if self.ended:
-                    return
-            if complete or len(page) < PAGE:
-                break
-        if self.last == self._start and not self._seen_active and (await self.store.get_run(self.run_id)).status.is_terminal:
+            self.close()
+            self._sub = self.bus.subscribe(self.run_id)
+            while True:
+                # An active run's recent events are in the bus (committed ones only, and read
+                # after subscribing, so whatever the snapshot lacks arrives live); else the store.
+                page = None if self._from_store else self.bus.recent(self.run_id, self.last)
+                complete = page is not None
+                if page is None:
+                    page = await self.store.events(self.run_id, after=self.last, limit=PAGE)
+                if page:
+                    self.last = page[-1].seq
+                    self.ended = page[-1].terminal
+                    yield page
+                    if self.ended:
+                        return
+                if complete or len(page) < PAGE:
+                    break
+            if self.last != self._start or self._seen_active or self._from_store:
+                return
+            if not (await self.store.get_run(self.run_id)).status.is_terminal:
+                return
             # Nothing replayed and the run has ended: the reader asked for events after the
             # terminal one — or the end is committed but not yet published, so the bus's tail
             # lacks it: replay from the store, which has it (asking the bus again would spin
@@ -69,8 +73,6 @@ class Follower:
                 self.ended = True
                 return
             self._from_store = True
-            async for page in self.catch_up():
-                yield page
 
     def live(self) -> list[Event]:
         """The live events after `last` received so far, without waiting ([] if none).

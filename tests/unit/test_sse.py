@@ -94,6 +94,25 @@ async def test_live_events_are_written_in_the_publish_and_a_pushed_back_write_is
     assert conn.bodies[-1][:2] == (b"", False)  # the response ends after the terminal event
 
 
+async def test_a_pushed_back_reader_that_falls_too_far_behind_catches_up_from_the_store(world: World) -> None:
+    run = await world.store.create_run(world.user, world.conversation, "hi", None)
+    assert await world.journal.transition(run.id, 0, {RunStatus.QUEUED}, {"status": "running"}, RunStarted())
+    conn = Connection()
+    task = await _stream(world, run.id, conn)
+    await conn.until(1)
+    conn.open.clear()
+    for _ in range(3):  # 1,200 events while the connection pushes back: past the 500-event buffer
+        for _ in range(400):
+            world.journal.record(run.id, MessageDelta(message_id="m", text="x"))
+        await world.journal.flush()
+    assert not world.bus._subs.get(run.id)  # cut from the live feed
+    conn.open.set()
+    await conn.until(1201)
+    await world.journal.commit(run.id, RunCompleted(), change={"status": "completed"})
+    await asyncio.wait_for(task, 5)
+    assert conn.seqs() == list(range(1, 1203))
+
+
 async def test_a_reader_that_hangs_up_is_unsubscribed(world: World) -> None:
     run = await world.store.create_run(world.user, world.conversation, "hi", None)
     assert await world.journal.transition(run.id, 0, {RunStatus.QUEUED}, {"status": "running"}, RunStarted())
