@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from onward.bus.memory import MemoryBus
+from onward.core.events import MessageDelta
 from onward.journal import Journal
 from onward.store.sql import SqlStore
 
@@ -31,3 +32,9 @@ async def open_world(store: SqlStore, bus: MemoryBus, user: str = "local") -> As
         yield World(store, bus, journal, user_id, conversation["id"])
     finally:
         await journal.close()
+
+
+def piece(n: int, text: str = "x") -> MessageDelta:
+    """A delta of a message of its own: consecutive pieces never join into one event (as deltas
+    of one message do, Journal.record), so each is an event; for tests about many events."""
+    return MessageDelta(message_id=f"m{n}", text=text)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench import rawhttp
-from bench.client import Api, Frame, event_ts
+from bench.client import Api, Frame, delta_chars, event_ts
 from bench.harness import (
     PACED_MODEL,
     Context,
@@ -75,10 +75,14 @@ async def _follow(api: Api, cid: str, text: str, latencies: list[float], live: l
                 errors += 1
             last = max(last, f.seq)
             if f.type == "message.delta":
+                # one sample per delta of the LLM (a character each): an event may carry several,
+                # and its ts is when the first of them was recorded
                 ts = event_ts(f.data)
-                latencies.append((f.received - ts) * 1000)
+                weight = delta_chars(f.data)
+                latency = (f.received - ts) * 1000
+                latencies.extend([latency] * weight)
                 if ts > t_first:  # recorded while the reader was already following: delivery alone
-                    live.append((f.received - ts) * 1000)
+                    live.extend([latency] * weight)
         events += len(batch)
         if batch[-1].terminal:
             end.append(batch[-1])

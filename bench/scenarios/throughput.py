@@ -1,8 +1,12 @@
-"""Scenario 2 — events per second to SSE readers, for one run emitting 100,000 tiny deltas.
+"""Scenario 2 — deltas per second to SSE readers, for one run emitting 100,000 tiny deltas.
 
 The LLM streams `{"deltas": N}` (one-character deltas, as fast as it can). Phase 1: one reader
 (in this process) opens the SSE stream right after the POST and follows the run to its terminal
-event; rate = events ÷ (last receive - the server's `ts` of the first event, same host clock).
+event; rate = the LLM's deltas received ÷ (last receive - the server's `ts` of the first event,
+same host clock). An event may carry several deltas (the journal joins the pieces of a message
+recorded before their batch is taken), so deltas are counted from the text, a character each,
+and every other event counts one; the keys keep their names (`events_per_s_…`), and the
+details give the events (frames) as well.
 Phase 2: a new run read by ten readers spread over the client processes; the key is the total
 delivered (events summed over readers ÷ the same span, to the last reader's end); per-reader
 rates are in the details. Each reader checks that seqs come 1, 2, 3, … with no gap or duplicate.
@@ -20,7 +24,7 @@ import time
 from dataclasses import dataclass
 
 from bench import rawhttp
-from bench.client import Api, Frame, SseParser, event_ts
+from bench.client import Api, Frame, SseParser, delta_chars, event_ts
 from bench.harness import Context, Result, cpu_seconds, runqueue_wait_seconds
 from bench.pool import run_async, split, start_time
 from onward.testing.server import OnwardServer
@@ -32,7 +36,8 @@ MATCH = "BENCH-THROUGHPUT"
 
 @dataclass
 class ReaderStats:
-    events: int = 0
+    events: int = 0  # frames
+    deltas: int = 0  # the LLM's deltas they carried (a character each) + the other events
     errors: int = 0  # gaps + duplicates
     t_first: float = 0.0  # receive times (time.time())
     t_last: float = 0.0
@@ -42,17 +47,17 @@ class ReaderStats:
 
     @property
     def rate(self) -> float:
-        """Events ÷ (last receive - the server's ts of the first event): from the run's first
+        """Deltas ÷ (last receive - the server's ts of the first event): from the run's first
         event being recorded to this reader holding all of them. (Not from this reader's first
         receive: a reader that connects late gets a fast replay burst, which would flatter it.)"""
         span = self.t_last - self.ts_first
-        return self.events / span if span > 0 else 0.0
+        return self.deltas / span if span > 0 else 0.0
 
     @property
     def receive_rate(self) -> float:
-        """Events ÷ (last receive - first receive): for a replay of a finished run."""
+        """Deltas ÷ (last receive - first receive): for a replay of a finished run."""
         span = self.t_last - self.t_first
-        return self.events / span if span > 0 else 0.0
+        return self.deltas / span if span > 0 else 0.0
 
 
 async def read_run(api: Api, rid: str) -> ReaderStats:
@@ -72,6 +77,7 @@ async def read_run(api: Api, rid: str) -> ReaderStats:
                     st.errors += 1
                 last = max(last, f.seq)
         st.events += len(batch)
+        st.deltas += sum(delta_chars(f.data) if f.type == "message.delta" else 1 for f in batch)
         if batch[-1].terminal:
             st.t_last, st.ts_last, st.terminal = batch[-1].received, event_ts(batch[-1].data), batch[-1].type
             return True
@@ -115,7 +121,7 @@ def _measure(ctx: Context, srv: OnwardServer, deltas: int) -> Result:
             st = await read_run(api, rid)
             cpu = cpu_seconds(srv.pid) - cpu0
             waits.append(runqueue_wait_seconds(srv.pid) - wait0)
-            ctx.progress(f"1 reader: {st.events} events at {st.rate:,.0f}/s")
+            ctx.progress(f"1 reader: {st.deltas} deltas in {st.events} events at {st.rate:,.0f} deltas/s")
             replay = await read_run(api, rid)  # the finished run again, all from the store
             ctx.progress(f"replay of the finished run: {replay.receive_rate:,.0f}/s")
             return st, cpu, replay, rid, cids[1]
@@ -137,12 +143,12 @@ def _measure(ctx: Context, srv: OnwardServer, deltas: int) -> Result:
     rid2 = run_async(start_second())
     shares = split(range(readers), ctx.pool.processes)
     stats = [s for part in ctx.pool.run(_readers_job, [(srv.url, headers, rid2, len(p), at) for p in shares]) for s in part]
-    total = sum(s.events for s in stats)
+    total = sum(s.deltas for s in stats)
     span = max(s.t_last for s in stats) - min(s.ts_first for s in stats)
     aggregate = total / span if span > 0 else 0.0
-    ctx.progress(f"10 readers: {aggregate:,.0f} events/s in total, slowest reader {min(s.rate for s in stats):,.0f}/s")
+    ctx.progress(f"10 readers: {aggregate:,.0f} deltas/s in total, slowest reader {min(s.rate for s in stats):,.0f}/s")
 
-    production = single.events / (single.ts_last - single.ts_first) if single.ts_last > single.ts_first else 0.0
+    production = single.deltas / (single.ts_last - single.ts_first) if single.ts_last > single.ts_first else 0.0
     return Result(
         metrics={
             "events_per_s_one_client": round(single.rate),
@@ -153,28 +159,30 @@ def _measure(ctx: Context, srv: OnwardServer, deltas: int) -> Result:
             "llm_turn": {"deltas": deltas},
             "one_client": {
                 "events": single.events,
+                "deltas": single.deltas,
                 "seconds": round(single.t_last - single.ts_first, 3),
                 "first_event_reached_reader_ms": round((single.t_first - single.ts_first) * 1000, 1),
-                "events_per_s": round(single.rate),
-                "server_production_events_per_s": round(production),
+                "deltas_per_s": round(single.rate),
+                "server_production_deltas_per_s": round(production),
                 "reader_lag_at_end_ms": round((single.t_last - single.ts_last) * 1000, 1),
                 "server_cpu_s": round(cpu, 2),
-                "server_cpu_us_per_event": round(cpu / single.events * 1e6, 1) if single.events else None,
+                "server_cpu_us_per_delta": round(cpu / single.deltas * 1e6, 1) if single.deltas else None,
                 "server_runqueue_wait_s": round(waits[0], 2),
                 "seq_errors": single.errors,
             },
             "ten_clients": {
                 "readers": readers,
                 "client_processes": len(shares),
-                "events_total": total,
-                "events_per_s_total": round(aggregate),
-                "events_per_s_per_reader_min": round(min(s.rate for s in stats)),
-                "events_per_s_per_reader_max": round(max(s.rate for s in stats)),
+                "deltas_total": total,
+                "events_total": sum(s.events for s in stats),
+                "deltas_per_s_total": round(aggregate),
+                "deltas_per_s_per_reader_min": round(min(s.rate for s in stats)),
+                "deltas_per_s_per_reader_max": round(max(s.rate for s in stats)),
                 "seq_errors": sum(s.errors for s in stats),
                 "all_terminal": all(s.terminal for s in stats),
             },
             "ceilings": {
-                "replay_events_per_s": round(replay.receive_rate),
+                "replay_deltas_per_s": round(replay.receive_rate),
                 "client_parser_events_per_s": round(parse_rate),
             },
         },

@@ -78,7 +78,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         store = SqlStore(settings.db_url)
         await store.init()
         bus = MemoryBus(settings.subscriber_queue_events, settings.replay_tail_events)
-        journal = Journal(store, bus, flush_interval=settings.flush_interval_ms / 1000)
+        journal = Journal(
+            store, bus, flush_interval=settings.flush_interval_ms / 1000, text_limit=settings.event_text_limit
+        )
         account_store = AccountStore(store)
         accounts = AccountService(settings, account_store)
         sandbox = choose_sandbox(settings)

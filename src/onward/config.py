@@ -76,7 +76,9 @@ class Settings(BaseSettings):
     tool_output_limit: int = Field(16_000, description="Characters of a tool's output kept in history (head and tail, with a marker).")
     tool_stream_limit: int = Field(2_000_000, description="Characters of a command's output streamed as events before streaming stops.")
     file_read_limit: int = Field(200_000, description="Characters read_file returns at most.")
-    event_text_limit: int = Field(8_192, description="Most characters of text in one event; longer output is split.")
+    event_text_limit: int = Field(
+        8_192, description="Most characters of text in one event; longer output is split, and joined deltas stop there."
+    )
 
     max_input_chars: int = Field(100_000, description="Longest user message accepted.")
     max_body_bytes: int = Field(1_048_576, description="Largest request body accepted (uploads excepted).")

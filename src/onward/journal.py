@@ -5,11 +5,17 @@ and run changes from every run into one WriteBatch, commits it in one transactio
 publishes the events. Deltas wait at most `flush_interval` before they are committed; anything a
 caller awaits (status changes, completed messages, tool results) is flushed at once, together with
 whatever is pending. Group commit keeps the cost per event low however many runs stream at once.
+
+Consecutive deltas of one stream (a message's text, a command's stdout) that are recorded before
+their batch is taken become one event: a reader sees the same text no later, and each further
+piece costs an append instead of an event to serialize, store, publish and frame. Under load,
+when a batch gathers several pieces per run, that was most of the cost of a streamed token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -23,13 +29,23 @@ log = logging.getLogger(__name__)
 
 
 class Journal:
-    def __init__(self, store: Store, bus: EventBus, flush_interval: float = 0.02, max_pending: int = 2000) -> None:
+    def __init__(
+        self,
+        store: Store,
+        bus: EventBus,
+        flush_interval: float = 0.02,
+        max_pending: int = 2000,
+        text_limit: int = 8192,
+    ) -> None:
         self.store = store
         self.bus = bus
         self.flush_interval = flush_interval
-        self.max_pending = max_pending
+        self.max_pending = max_pending  # items recorded since the last hand-over: then at once
+        self.text_limit = text_limit  # most characters a joined delta grows to
         self._seq: dict[str, int] = {}
         self._batch = WriteBatch()
+        self._open: dict[str, _OpenDelta] = {}  # each run's last delta, while more may join it
+        self._pending = 0  # items recorded since the last hand-over
         self._waiters: list[asyncio.Future[None]] = []
         self._oldest: float | None = None  # when the oldest queued item was queued (monotonic)
         self._urgent = False  # something queued is awaited: write it at the next chance
@@ -46,23 +62,46 @@ class Journal:
         self._seq[run_id] = last_seq
 
     def release(self, run_id: str) -> None:
+        self._close(run_id)
         self._seq.pop(run_id, None)
 
     # writing -----------------------------------------------------------------
 
-    def record(self, run_id: str, *items: EventData) -> list[Event]:
-        """Queue events; they are committed within `flush_interval` and then published."""
+    def record(self, run_id: str, *items: EventData) -> None:
+        """Queue events; they are committed within `flush_interval` and then published.
+
+        A delta joins the run's previous event if that is a delta of the same stream still
+        waiting for its batch (and the joined text stays within `text_limit`); the joined event
+        keeps the first piece's `seq` and `ts`.
+        """
         seq = self._seq[run_id]
         now = time.time()
-        events = [encode(run_id, seq + i + 1, item, now) for i, item in enumerate(items)]
-        self._seq[run_id] = seq + len(items)
-        self._batch.events.extend(events)
+        for item in items:
+            current = self._open.get(run_id)
+            if item.delta:
+                if current is not None and current.takes(item, self.text_limit):
+                    continue
+                self._close(run_id)
+                seq += 1
+                self._open[run_id] = _OpenDelta(item, seq, now)
+            else:
+                if current is not None:
+                    self._close(run_id)
+                seq += 1
+                self._batch.events.append(encode(run_id, seq, item, now))
+        self._seq[run_id] = seq
+        self._pending += len(items)
         if self._oldest is None:
             self._oldest = time.monotonic()
             self._wanted(False)
-        if len(self._batch.events) >= self.max_pending:
+        if self._pending >= self.max_pending:
             self._wanted(True)
-        return events
+
+    def _close(self, run_id: str) -> None:
+        """The run's open delta goes into the batch as it is: nothing more joins it."""
+        current = self._open.pop(run_id, None)
+        if current is not None:
+            self._batch.events.append(current.event(run_id))
 
     def enqueue(
         self,
@@ -128,7 +167,7 @@ class Journal:
 
     async def flush(self) -> None:
         """Commit everything queued so far (and wait for it), including a write under way."""
-        if not (self._batch or self._waiters or self._writing or self._retrying):
+        if not (self._batch or self._open or self._waiters or self._writing or self._retrying):
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(fut)  # settled with the batch after the one under way, if any
@@ -179,6 +218,9 @@ class Journal:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        for run_id in list(self._open):
+            self._close(run_id)
+        self._pending = 0
         batch, waiters = self._batch, self._waiters
         self._batch, self._waiters = WriteBatch(), []
         self._oldest = None
@@ -236,3 +278,34 @@ def _settle(waiters: list[asyncio.Future[None]]) -> None:
     for fut in waiters:
         if not fut.done():
             fut.set_result(None)
+
+
+class _OpenDelta:
+    """A run's latest delta while later pieces of the same stream may still join it."""
+
+    __slots__ = ("data", "parts", "seq", "size", "ts")
+
+    def __init__(self, data: EventData, seq: int, ts: float) -> None:
+        self.data = data
+        text: str = getattr(data, data.text_field)
+        self.parts = [text]
+        self.size = len(text)
+        self.seq = seq
+        self.ts = ts
+
+    def takes(self, item: EventData, limit: int) -> bool:
+        """Join `item` if it continues this stream within `limit` characters."""
+        if type(item) is not type(self.data) or item.stream_key() != self.data.stream_key():
+            return False
+        text: str = getattr(item, item.text_field)
+        if self.size + len(text) > limit:
+            return False
+        self.parts.append(text)
+        self.size += len(text)
+        return True
+
+    def event(self, run_id: str) -> Event:
+        data = self.data
+        if len(self.parts) > 1:
+            data = dataclasses.replace(data, **{data.text_field: "".join(self.parts)})
+        return encode(run_id, self.seq, data, self.ts)

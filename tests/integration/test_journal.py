@@ -13,7 +13,7 @@ from onward.core.runs import RunStatus
 from onward.delivery import follow
 from onward.journal import Journal
 from onward.store.base import RunChange, StaleTransition, StoredMessage, WriteBatch
-from tests.worlds import World
+from tests.worlds import World, piece
 
 
 async def _started_run(w: World, text: str = "hi") -> str:
@@ -35,7 +35,7 @@ async def test_many_events_across_runs_are_stored_in_order_without_gaps(world: W
     readers = [asyncio.create_task(_collect(world, rid)) for rid in runs]
     deltas = 500
     for i in range(deltas):
-        world.journal.record(runs[i % 3], MessageDelta(message_id=f"m{i % 3}", text=f"{i} "))
+        world.journal.record(runs[i % 3], piece(i, f"{i} "))
         if i % 100 == 99:
             await world.journal.flush()  # several group commits, each spanning all three runs
     for rid in runs:

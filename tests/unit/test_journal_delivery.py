@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Connection, create_engine
-from tests.worlds import World, open_world
+from tests.worlds import World, open_world, piece
 
 from onward.bus.memory import MemoryBus
-from onward.core.events import Event, MessageDelta, RunCompleted, RunStarted, encode
+from onward.core.events import (
+    Event,
+    MessageDelta,
+    ReasoningDelta,
+    RunCompleted,
+    RunStarted,
+    ToolCallDelta,
+    ToolOutput,
+    ToolStarted,
+    encode,
+)
 from onward.core.runs import RunStatus
 from onward.delivery import PAGE, follow, wait_events
 from onward.journal import Journal
@@ -38,7 +49,7 @@ async def _collect(w: World, run_id: str, after: int) -> list[int]:
 async def test_seq_is_contiguous_and_terminal_is_last(world: World) -> None:
     rid = await _started_run(world)
     for i in range(300):
-        world.journal.record(rid, MessageDelta(message_id="m", text=str(i)))
+        world.journal.record(rid, piece(i, str(i)))
     await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
     events = await world.store.events(rid, 0, 10_000)
     assert [e.seq for e in events] == list(range(1, 303))
@@ -56,7 +67,7 @@ async def test_readers_joining_at_random_points_get_every_event_once(world: Worl
 
     async def produce() -> None:
         for i in range(total):
-            world.journal.record(rid, MessageDelta(message_id="m", text="x"))
+            world.journal.record(rid, piece(i))
             if i % 100 == 0:
                 # readers join while events are stored, in flight and not yet produced
                 after = rng.randint(0, i + 1)
@@ -83,13 +94,71 @@ async def test_slow_reader_overflows_its_buffer_and_still_gets_everything(world:
             await asyncio.sleep(0.01)  # a deliberately slow consumer, well past the 500-event buffer
 
     task = asyncio.create_task(slow())
-    for _ in range(5):
-        for _ in range(400):
-            world.journal.record(rid, MessageDelta(message_id="m", text="x"))
+    for k in range(5):
+        for i in range(400):
+            world.journal.record(rid, piece(k * 400 + i))
         await world.journal.flush()
     await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
     await asyncio.wait_for(task, 20)
     assert sub_seen == list(range(1, 2003))
+
+
+async def test_deltas_of_one_stream_recorded_before_their_batch_is_taken_are_one_event(world: World) -> None:
+    """Pieces of one message join (the first piece's seq and ts, the texts in order); anything
+    else of the run, another stream, or the batch being taken starts a new event."""
+    rid = await _started_run(world)
+    sub = world.bus.subscribe(rid)
+    journal = world.journal
+    journal.record(rid, MessageDelta(message_id="m", text="Hel"))
+    journal.record(rid, MessageDelta(message_id="m", text="lo"), MessageDelta(message_id="m", text=" world"))
+    journal.record(rid, ReasoningDelta(message_id="m", text="hmm"))  # another stream
+    journal.record(rid, ToolOutput(call_id="c", stream="stdout", text="a\n"))
+    journal.record(rid, ToolOutput(call_id="c", stream="stdout", text="b\n"))
+    journal.record(rid, ToolOutput(call_id="c", stream="stderr", text="oops"))
+    journal.record(rid, ToolStarted(call_id="d", name="run_command", arguments="{}"))  # not a delta
+    journal.record(rid, ToolOutput(call_id="c", stream="stderr", text="later"))
+    await journal.flush()
+    journal.record(rid, ToolOutput(call_id="c", stream="stderr", text="next batch"))
+    await journal.commit(rid, RunCompleted(), change={"status": "completed"})
+
+    stored = await world.store.events(rid, 0, 100)
+    assert [(e.seq, e.type, e.data.get("text")) for e in stored] == [
+        (1, "run.started", None),
+        (2, "message.delta", "Hello world"),
+        (3, "reasoning.delta", "hmm"),
+        (4, "tool.output", "a\nb\n"),
+        (5, "tool.output", "oops"),
+        (6, "tool.started", None),
+        (7, "tool.output", "later"),
+        (8, "tool.output", "next batch"),
+        (9, "run.completed", None),
+    ]
+    assert [e.json for e in sub.take()] == [e.json for e in stored[1:]]  # published as stored
+    assert (await world.store.get_run(rid)).last_seq == 9
+
+
+async def test_a_joined_delta_keeps_the_first_pieces_ts_and_stays_within_the_text_limit(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    store = SqlStore(f"sqlite:///{tmp_path / 'onward.db'}")
+    await store.init()
+    journal = Journal(store, MemoryBus(), flush_interval=60, text_limit=10)
+    user = await store.ensure_user("local")
+    conv = await store.create_conversation(user, "t")
+    w = World(store, journal.bus, journal, user, conv["id"])  # type: ignore[arg-type]
+    rid = await _started_run(w)
+    before = time.time()
+    journal.record(rid, ToolCallDelta(call_id="c", name="f", arguments_delta='{"a": '))
+    between = time.time()
+    journal.record(rid, ToolCallDelta(call_id="c", name="f", arguments_delta="1, "))
+    journal.record(rid, ToolCallDelta(call_id="c", name="f", arguments_delta='"b": 2}'))  # would pass 10
+    journal.record(rid, ToolCallDelta(call_id="c", name="f", arguments_delta="x" * 12))  # alone: as it is
+    journal.record(rid, ToolCallDelta(call_id="e", name="f", arguments_delta="{}"))  # another call
+    await journal.flush()
+    stored = await store.events(rid, 1, 100)
+    assert [e.data["arguments_delta"] for e in stored] == ['{"a": 1, ', '"b": 2}', "x" * 12, "{}"]
+    assert [e.seq for e in stored] == [2, 3, 4, 5]
+    assert before - 1e-6 <= stored[0].ts <= between  # the first piece's (ts is kept to the µs)
+    await journal.close()
+    await store.close()
 
 
 async def test_long_poll_waits_for_the_next_event(world: World) -> None:
@@ -143,8 +212,8 @@ async def test_a_failed_write_is_retried_without_gaps_or_loss(tmp_path) -> None:
     rid = await _started_run(w)
     reader = asyncio.create_task(_collect(w, rid, 0))
     store.failures = 2
-    for _ in range(50):
-        journal.record(rid, MessageDelta(message_id="m", text="x"))
+    for i in range(50):
+        journal.record(rid, piece(i))
     await asyncio.wait_for(journal.commit(rid, RunCompleted(), change={"status": "completed"}), 10)
     assert store.failures == 0
     assert [e.seq for e in await store.events(rid, 0, 100)] == list(range(1, 53))
@@ -223,9 +292,9 @@ async def test_a_commit_is_published_and_the_next_batch_handed_over_in_the_callb
     conv = await store.create_conversation(user, "t")
     run = await store.create_run(user, conv["id"], "hi", None)
     journal.adopt(run.id, 0)
-    journal.record(run.id, MessageDelta(message_id="m", text="a"))
+    journal.record(run.id, piece(1, "a"))
     await asyncio.wait_for(store.holding.wait(), 5)  # after the flush interval, the batch goes to the store
-    journal.record(run.id, MessageDelta(message_id="m", text="b"))
+    journal.record(run.id, piece(2, "b"))
     await asyncio.sleep(0.03)  # the second event waits longer than flush_interval for the first write
     assert len(store.held) == 1
     await store.release(run.id)
@@ -283,7 +352,7 @@ async def test_a_reconnecting_reader_of_an_active_run_is_served_from_memory(worl
     """Replay from the tail: exact (same events as the store) and without a store read."""
     rid = await _started_run(world)
     for i in range(50):
-        world.journal.record(rid, MessageDelta(message_id="m", text=str(i)))
+        world.journal.record(rid, piece(i, str(i)))
     await world.journal.flush()
     stored = [e.seq for e in await world.store.events(rid)]
     reads: list[int] = []
@@ -310,18 +379,20 @@ async def test_a_batch_of_many_runs_is_stored_exactly(world: World) -> None:
     for _ in range(3):  # one active run per conversation
         world.conversation = (await world.store.create_conversation(world.user, "another"))["id"]
         runs.append(await _started_run(world))
-    recorded: dict[str, list[Event]] = {rid: [] for rid in runs}
+    subs = {rid: world.bus.subscribe(rid) for rid in runs}
+    texts: dict[str, list[str]] = {rid: [] for rid in runs}
     for i in range(200):
         rid = runs[i % 3]
         text = random.choice(["x", 'quote " and \\ slash', "ünï 😀", "line\nbreak"]) + str(i)
-        recorded[rid] += world.journal.record(rid, MessageDelta(message_id="m", text=text))
+        texts[rid].append(text)
+        world.journal.record(rid, piece(i, text))
     await world.journal.flush()
     for rid in runs:
+        published = subs[rid].take()
         stored = await world.store.events(rid, 1, 1000)
-        assert [(e.seq, e.type, e.json, e.ts) for e in stored] == [
-            (e.seq, e.type, e.json, e.ts) for e in recorded[rid]
-        ]
-        assert (await world.store.get_run(rid)).last_seq == recorded[rid][-1].seq
+        assert [(e.seq, e.type, e.json, e.ts) for e in stored] == [(e.seq, e.type, e.json, e.ts) for e in published]
+        assert [e.data["text"] for e in stored] == texts[rid]
+        assert (await world.store.get_run(rid)).last_seq == published[-1].seq
 
 
 def _autocheckpoint(conn: Connection) -> object:
@@ -338,7 +409,7 @@ async def test_wal_checkpoints_run_off_the_write_path(world: World) -> None:
     db.checkpoint_interval = 0  # every write may start one
     rid = await _started_run(world)
     for i in range(500):
-        world.journal.record(rid, MessageDelta(message_id="m", text="y" * 200 + str(i)))
+        world.journal.record(rid, piece(i, "y" * 200 + str(i)))
     await world.journal.flush()
     result = await db.checkpoint()
     assert result is not None
@@ -363,7 +434,7 @@ async def test_a_long_replay_from_the_store_lets_other_tasks_run_between_pages(w
     hold the loop for the whole log (every other stream would stall behind it)."""
     rid = await _started_run(world)
     for i in range(2 * PAGE + 10):
-        world.journal.record(rid, MessageDelta(message_id="m", text=str(i)))
+        world.journal.record(rid, piece(i, str(i)))
     await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
     world.journal.release(rid)
 

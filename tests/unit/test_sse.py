@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 import pytest
-from tests.worlds import World
+from tests.worlds import World, piece
 
 from onward.api.sse import EventStream, start_eagerly
 from onward.core.events import MessageDelta, RunCompleted, RunStarted
@@ -74,15 +74,15 @@ async def test_live_events_are_written_in_the_publish_and_a_pushed_back_write_is
     task = await _stream(world, run.id, conn)
     await conn.until(1)  # replayed by the stream's task
 
-    for _ in range(3):
-        world.journal.record(run.id, MessageDelta(message_id="m", text="x"))
+    for i in range(3):
+        world.journal.record(run.id, piece(i))
     await world.journal.flush()
     assert conn.seqs() == [1, 2, 3, 4]  # already written when the commit's waiters wake
     assert conn.bodies[-1][2] is not task  # by the publish, not by the stream's task
 
     conn.open.clear()  # the client stops reading
     for _ in range(5):
-        world.journal.record(run.id, MessageDelta(message_id="m", text="x"))
+        world.journal.record(run.id, MessageDelta(message_id="m", text="x"))  # one event per flush
         await world.journal.flush()
     assert conn.seqs() == [1, 2, 3, 4]
     conn.open.set()
@@ -101,9 +101,9 @@ async def test_a_pushed_back_reader_that_falls_too_far_behind_catches_up_from_th
     task = await _stream(world, run.id, conn)
     await conn.until(1)
     conn.open.clear()
-    for _ in range(3):  # 1,200 events while the connection pushes back: past the 500-event buffer
-        for _ in range(400):
-            world.journal.record(run.id, MessageDelta(message_id="m", text="x"))
+    for k in range(3):  # 1,200 events while the connection pushes back: past the 500-event buffer
+        for i in range(400):
+            world.journal.record(run.id, piece(k * 400 + i))
         await world.journal.flush()
     assert not world.bus._subs.get(run.id)  # cut from the live feed
     conn.open.set()

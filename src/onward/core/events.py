@@ -4,7 +4,8 @@ An event's `seq` is assigned by the journal when it is recorded; the values here
 type and the data. Clients ignore types they do not know, so adding a type is not a breaking change.
 
 Schema versions:
-  1 — the first contract (run.*, message.*, reasoning.delta, tool.*).
+  1 — the first contract (run.*, message.*, reasoning.delta, tool.*). A delta event may carry
+      several of the model's (or the command's) pieces, joined: clients append it as one.
 """
 
 from __future__ import annotations
@@ -25,7 +26,14 @@ class EventData:
     type: ClassVar[str]
     terminal: ClassVar[bool] = False
     # A delta is committed in batches; every other event is committed before the loop goes on.
+    # Consecutive deltas of one stream that are recorded before their batch is taken are written
+    # as one event, their `text_field` joined (journal.Journal.record).
     delta: ClassVar[bool] = False
+    text_field: ClassVar[str] = "text"
+
+    def stream_key(self) -> tuple[object, ...]:
+        """A delta: the next delta joins this one only if its key is the same."""
+        return ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +54,9 @@ class ReasoningDelta(EventData):
     message_id: str
     text: str
 
+    def stream_key(self) -> tuple[object, ...]:
+        return (self.message_id,)
+
 
 @dataclass(frozen=True, slots=True)
 class MessageDelta(EventData):
@@ -54,14 +65,21 @@ class MessageDelta(EventData):
     message_id: str
     text: str
 
+    def stream_key(self) -> tuple[object, ...]:
+        return (self.message_id,)
+
 
 @dataclass(frozen=True, slots=True)
 class ToolCallDelta(EventData):
     type = "tool.call.delta"
     delta = True
+    text_field = "arguments_delta"
     call_id: str
     name: str
     arguments_delta: str
+
+    def stream_key(self) -> tuple[object, ...]:
+        return (self.call_id, self.name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +97,9 @@ class ToolOutput(EventData):
     call_id: str
     stream: str  # "stdout" | "stderr" | "terminal"
     text: str
+
+    def stream_key(self) -> tuple[object, ...]:
+        return (self.call_id, self.stream)
 
 
 @dataclass(frozen=True, slots=True)
