@@ -24,7 +24,7 @@ from bench.stats import summary
 from onward.testing.server import OnwardServer
 
 NAME = "commit"
-TITLE = "Events committed to SQLite per second (no readers)"
+TITLE = "Deltas committed to SQLite per second (no readers)"
 MATCH = "BENCH-COMMIT"
 POLL_S = 0.02
 
