@@ -7,7 +7,9 @@ For each N (10, 50, 100, 200, 500) the conversations are created first; then the
 all begin at one wall-clock instant, each POSTing its share of runs at once and opening every
 run's SSE stream as soon as its POST returns. Wall time runs from that instant to the last
 terminal event received; the key is wall ÷ 2.0 s. Event latency is receive time - the event's
-`ts` (both time.time() on this host) over the `message.delta` events, so it covers commit
+`ts` (both time.time() on this host) over the `message.delta` events, once per delta of the LLM
+that an event carries (the journal joins a message's pieces recorded before their batch is
+taken; the event's `ts` is its first piece's, so later pieces count conservatively); it covers commit
 batching, publish and delivery. One server serves the whole sweep.
 
 Calibration: the same N streams read straight from the LLM (no Onward in between) show what the
@@ -54,7 +56,7 @@ class RunRecord:
     t_started: float  # the POST returned
     t_terminal: float  # the terminal event arrived
     t_first: float  # the stream's first event arrived (what was recorded before then came as a catch-up)
-    events: int
+    events: int  # the LLM's deltas received (a character each; an event may carry several) + other events
     errors: int  # gaps + duplicates
     terminal: str
 
@@ -79,6 +81,7 @@ async def _follow(api: Api, cid: str, text: str, latencies: list[float], live: l
                 # and its ts is when the first of them was recorded
                 ts = event_ts(f.data)
                 weight = delta_chars(f.data)
+                events += weight - 1  # counted once below
                 latency = (f.received - ts) * 1000
                 latencies.extend([latency] * weight)
                 if ts > t_first:  # recorded while the reader was already following: delivery alone
@@ -193,7 +196,7 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
             f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms (live {_ms(live['p50'])} / "
             f"{_ms(live['p99'])} ms; readers joined p99 {_ms(row['joined_ms']['p99'])} ms), server CPU {row['server_cpu_share']:.0%} "
             f"(+{row['server_runqueue_wait_share']:.0%} waiting for a CPU; {row['server_cpu_us_per_event']:.0f} µs per "
-            f"event, {row['server_system_cpu_s'] / max(row['server_cpu_s'], 1e-9):.0%} of it in the kernel), "
+            f"delta, {row['server_system_cpu_s'] / max(row['server_cpu_s'], 1e-9):.0%} of it in the kernel), "
             f"clients {row['clients_cpu_share']:.0%}, pacer {row['pacer_cpu_share']:.0%}"
         )
     top = scaling[-1]
@@ -307,7 +310,7 @@ def _lifecycle(
     ctx.progress(
         f"run lifecycle: {n} runs of one delta, {per_run_ms:.2f} ms of server CPU per run "
         f"({out['server_system_cpu_ms_per_run']:.2f} in the kernel): {out['share_of_largest_n_cpu']:.0%} of the "
-        f"server CPU at N={top['runs']}, leaving {out['server_cpu_us_per_event_net']:.0f} µs per event"
+        f"server CPU at N={top['runs']}, leaving {out['server_cpu_us_per_event_net']:.0f} µs per delta"
     )
     return out, row
 
