@@ -77,16 +77,15 @@ class Journal:
         seq = self._seq[run_id]
         now = time.time()
         for item in items:
-            current = self._open.get(run_id)
             if item.delta:
+                current = self._open.get(run_id)
                 if current is not None and current.takes(item, self.text_limit):
                     continue
                 self._close(run_id)
                 seq += 1
                 self._open[run_id] = _OpenDelta(item, seq, now)
             else:
-                if current is not None:
-                    self._close(run_id)
+                self._close(run_id)
                 seq += 1
                 self._batch.events.append(encode(run_id, seq, item, now))
         self._seq[run_id] = seq
