@@ -217,8 +217,8 @@ class Journal:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for run_id in list(self._open):
-            self._close(run_id)
+        self._batch.events.extend(current.event(run_id) for run_id, current in self._open.items())
+        self._open.clear()
         self._pending = 0
         batch, waiters = self._batch, self._waiters
         self._batch, self._waiters = WriteBatch(), []
@@ -282,10 +282,11 @@ def _settle(waiters: list[asyncio.Future[None]]) -> None:
 class _OpenDelta:
     """A run's latest delta while later pieces of the same stream may still join it."""
 
-    __slots__ = ("data", "parts", "seq", "size", "ts")
+    __slots__ = ("data", "key", "parts", "seq", "size", "ts")
 
     def __init__(self, data: EventData, seq: int, ts: float) -> None:
         self.data = data
+        self.key = data.stream_key()
         text: str = getattr(data, data.text_field)
         self.parts = [text]
         self.size = len(text)
@@ -294,7 +295,7 @@ class _OpenDelta:
 
     def takes(self, item: EventData, limit: int) -> bool:
         """Join `item` if it continues this stream within `limit` characters."""
-        if type(item) is not type(self.data) or item.stream_key() != self.data.stream_key():
+        if type(item) is not type(self.data) or item.stream_key() != self.key:
             return False
         text: str = getattr(item, item.text_field)
         if self.size + len(text) > limit:

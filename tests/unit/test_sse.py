@@ -65,63 +65,61 @@ async def _stream(world: World, run_id: str, conn: Connection) -> asyncio.Task[N
     return asyncio.create_task(stream(scope, conn.receive, conn.send))  # type: ignore[arg-type]
 
 
-async def test_live_events_are_written_in_the_publish_and_a_pushed_back_write_is_finished_by_the_task(
-    world: World,
-) -> None:
+async def _reading(world: World) -> tuple[str, Connection, asyncio.Task[None]]:
+    """A running run and a stream of it that has replayed run.started: (run id, connection, task)."""
     run = await world.store.create_run(world.user, world.conversation, "hi", None)
     assert await world.journal.transition(run.id, 0, {RunStatus.QUEUED}, {"status": "running"}, RunStarted())
     conn = Connection()
     task = await _stream(world, run.id, conn)
-    await conn.until(1)  # replayed by the stream's task
+    await conn.until(1)
+    return run.id, conn, task
+
+
+async def test_live_events_are_written_in_the_publish_and_a_pushed_back_write_is_finished_by_the_task(
+    world: World,
+) -> None:
+    rid, conn, task = await _reading(world)  # run.started replayed by the stream's task
 
     for i in range(3):
-        world.journal.record(run.id, piece(i))
+        world.journal.record(rid, piece(i))
     await world.journal.flush()
     assert conn.seqs() == [1, 2, 3, 4]  # already written when the commit's waiters wake
     assert conn.bodies[-1][2] is not task  # by the publish, not by the stream's task
 
     conn.open.clear()  # the client stops reading
     for _ in range(5):
-        world.journal.record(run.id, MessageDelta(message_id="m", text="x"))  # one event per flush
+        world.journal.record(rid, MessageDelta(message_id="m", text="x"))  # one event per flush
         await world.journal.flush()
     assert conn.seqs() == [1, 2, 3, 4]
     conn.open.set()
     await conn.until(9)
-    world.journal.record(run.id, MessageDelta(message_id="m", text="x"))
-    await world.journal.commit(run.id, RunCompleted(), change={"status": "completed"})
+    world.journal.record(rid, MessageDelta(message_id="m", text="x"))
+    await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
     await asyncio.wait_for(task, 5)
     assert conn.seqs() == list(range(1, 12))
     assert conn.bodies[-1][:2] == (b"", False)  # the response ends after the terminal event
 
 
 async def test_a_pushed_back_reader_that_falls_too_far_behind_catches_up_from_the_store(world: World) -> None:
-    run = await world.store.create_run(world.user, world.conversation, "hi", None)
-    assert await world.journal.transition(run.id, 0, {RunStatus.QUEUED}, {"status": "running"}, RunStarted())
-    conn = Connection()
-    task = await _stream(world, run.id, conn)
-    await conn.until(1)
+    rid, conn, task = await _reading(world)
     conn.open.clear()
     for k in range(3):  # 1,200 events while the connection pushes back: past the 500-event buffer
         for i in range(400):
-            world.journal.record(run.id, piece(k * 400 + i))
+            world.journal.record(rid, piece(k * 400 + i))
         await world.journal.flush()
-    assert not world.bus._subs.get(run.id)  # cut from the live feed
+    assert not world.bus._subs.get(rid)  # cut from the live feed
     conn.open.set()
     await conn.until(1201)
-    await world.journal.commit(run.id, RunCompleted(), change={"status": "completed"})
+    await world.journal.commit(rid, RunCompleted(), change={"status": "completed"})
     await asyncio.wait_for(task, 5)
     assert conn.seqs() == list(range(1, 1203))
 
 
 async def test_a_reader_that_hangs_up_is_unsubscribed(world: World) -> None:
-    run = await world.store.create_run(world.user, world.conversation, "hi", None)
-    assert await world.journal.transition(run.id, 0, {RunStatus.QUEUED}, {"status": "running"}, RunStarted())
-    conn = Connection()
-    task = await _stream(world, run.id, conn)
-    await conn.until(1)
+    rid, conn, task = await _reading(world)
     conn.hang_up.set()
     await asyncio.wait_for(task, 5)
-    assert not world.bus._subs.get(run.id)
+    assert not world.bus._subs.get(rid)
     assert conn.bodies[-1][1] is True  # nothing more is sent to a connection that is gone
 
 
