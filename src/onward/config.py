@@ -61,7 +61,11 @@ class Settings(BaseSettings):
     llm_max_retries: int = Field(3, description="Retries for 429/5xx/connect errors before the first token.")
     llm_retry_base_s: float = Field(0.5, description="First retry delay; doubles each retry (capped by Retry-After).")
 
-    max_active_runs: int = Field(1000, description="Runs this process executes at once; more wait as `queued`.")
+    max_active_runs: int = Field(
+        1000,
+        description="Runs this process executes at once; more wait as `queued`. Also the most idle "
+        "connections kept open to each LLM endpoint, so a burst of runs after another connects anew for none.",
+    )
     max_steps: int = Field(50, description="Most LLM calls in one run.")
     run_timeout_s: float = Field(3600.0, description="Longest a run may take before it fails.")
     shutdown_grace_s: float = Field(10.0, description="On SIGTERM, how long running runs may go on before they are interrupted.")

@@ -19,6 +19,7 @@ import asyncio
 import gc
 import logging
 import socket
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,12 @@ log = logging.getLogger(__name__)
 # Collect the youngest generation every 10,000 allocations, not 700: a streaming server allocates
 # a few objects per event, nearly all short-lived, and each collection also walks every survivor.
 GC_THRESHOLD = (10_000, 20, 10)
+# Hand the GIL over after 1 ms, not 5, when another thread asks for it. The event loop's thread is
+# busy nearly all the time under load, and the SQLite writer thread asks for the GIL several times
+# per commit (begin, each statement, commit), waiting up to the interval each time while every run's
+# events wait for that commit. Measured at 500 streaming runs (two alternating pairs): event latency
+# p50 66-68 -> 51-57 ms, wall ratio and server CPU unchanged within the noise.
+SWITCH_INTERVAL_S = 0.001
 ACCEPT_BURST = 64  # connections accepted per turn of the event loop, per listening socket
 ACCEPT_PAUSE_S = 0.5  # after a failed accept (out of file descriptors): libuv's own accept goes on
 
@@ -142,6 +149,7 @@ def serve(settings: Settings) -> None:
         access_log=False,
     )
     gc.set_threshold(*GC_THRESHOLD)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     server = _Server(config, settings)
     print(f"Onward {settings.home} — open http://{settings.host}:{settings.port}/", flush=True)
     server.run()  # uvloop and httptools when installed (uvicorn[standard])

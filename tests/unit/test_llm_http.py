@@ -469,6 +469,27 @@ async def test_concurrent_posts_use_separate_connections_then_reuse_them(
     assert len(server.requests) == 4
 
 
+async def test_at_most_max_idle_connections_are_kept_for_the_next_burst(
+    serve: Serve, make_client: MakeClient
+) -> None:
+    arrived = asyncio.Condition()
+
+    async def handle(request: Request, conn: Conn) -> None:
+        burst = (len(server.requests) + 2) // 3  # 1 for requests 1-3, 2 for 4-6
+        async with arrived:  # three in flight at once, then all three answered
+            arrived.notify_all()
+            await arrived.wait_for(lambda: len(server.requests) >= 3 * burst)
+        conn.writer.write(OK)
+
+    server = await serve(handle)
+    client = make_client(server.url, max_idle=2)
+    for _ in range(2):
+        assert await asyncio.gather(*(post_and_read(client) for _ in range(3))) == [b'{"ok": true}'] * 3
+    # the second burst reused the two connections kept idle and opened one more
+    assert len(server.connections) == 4
+    assert sorted(len(conn.requests) for conn in server.connections) == [1, 1, 2, 2]
+
+
 async def test_closing_an_unfinished_response_drops_the_connection(
     serve: Serve, make_client: MakeClient
 ) -> None:

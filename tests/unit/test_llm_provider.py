@@ -420,3 +420,13 @@ async def test_an_api_key_with_a_trailing_newline_is_trimmed(make_provider: Make
     assert b"\r\nAuthorization: Bearer sk-secret\r\n" in heads[0]
     with pytest.raises(LLMError, match="line break"):
         OpenAICompatProvider(url, "sk-one\nsk-two")
+
+
+async def test_a_provider_keeps_as_many_idle_connections_as_runs_may_be_active(tmp_path: Any) -> None:
+    """After a burst of runs the next burst reuses their connections (no connect, no TLS handshake)."""
+    settings = Settings(home=tmp_path, max_active_runs=7)
+    provider = OpenAICompatProvider.from_settings(settings, ModelConfig(base_url="http://127.0.0.1:9/v1", model="m"))
+    try:
+        assert provider._http.max_idle == 7
+    finally:
+        await provider.aclose()

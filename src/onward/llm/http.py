@@ -369,7 +369,10 @@ class Response:
 
 
 class HttpClient:
-    """Connections to one origin, kept alive between requests (at most `max_idle` idle ones)."""
+    """Connections to one origin, kept alive between requests (at most `max_idle` idle ones).
+
+    Idle connections are never more than the most requests that were in flight at once; one the
+    server closed meanwhile is dropped when it would be used."""
 
     def __init__(
         self,

@@ -123,6 +123,7 @@ class OpenAICompatProvider:
         max_retries: int = 3,
         retry_base_s: float = 0.5,
         retry_max_s: float = 30.0,
+        max_idle_connections: int = 100,
     ) -> None:
         self.base_url = base_url
         self.connect_timeout_s = connect_timeout_s
@@ -136,7 +137,8 @@ class OpenAICompatProvider:
             raise LLMError(f"the API key for {base_url} contains a line break; check the key or its variable")
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._http = HttpClient(
-            base_url, headers=headers, connect_timeout=connect_timeout_s, read_timeout=read_timeout_s
+            base_url, headers=headers, connect_timeout=connect_timeout_s, read_timeout=read_timeout_s,
+            max_idle=max_idle_connections,
         )
 
     @classmethod
@@ -148,6 +150,9 @@ class OpenAICompatProvider:
             read_timeout_s=settings.llm_read_timeout_s,
             max_retries=settings.llm_max_retries,
             retry_base_s=settings.llm_retry_base_s,
+            # as many as may be in flight at once: after a burst of runs, the next burst connects
+            # (and, to a remote endpoint, handshakes TLS) anew for none of them
+            max_idle_connections=settings.max_active_runs,
         )
 
     async def aclose(self) -> None:
