@@ -23,7 +23,7 @@ from onward.accounts.passwords import warm_up
 from onward.accounts.service import AccountService
 from onward.activity import Activity
 from onward.api import activity as activity_api
-from onward.api import admin, auth, conversations, files, meta, runs, tokens, ws
+from onward.api import admin, auth, conversations, fastlane, files, meta, runs, tokens, ws
 from onward.api.deps import Services
 from onward.api.errors import BodyLimit, install_error_handlers
 from onward.bus.memory import MemoryBus
@@ -124,8 +124,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    # Routers are matched in order: the runs router first, for its two endpoints every run uses
-    # (start, stream), ~40 µs less routing per request than in fifth place.
+    # The two requests every run makes (start, stream) take the lane ahead of everything else;
+    # routers are matched in order, the runs router first for what the lane hands over.
+    app.router.routes[0:0] = fastlane.routes(runs.router)
     app.include_router(runs.router)
     app.include_router(meta.router)
     app.include_router(auth.router)
