@@ -34,6 +34,7 @@ class Lab:
     other: httpx.AsyncClient  # another user's token
     lane: list[BaseRoute]
     entered: list[str]  # paths the lane's routes were entered with
+    handed: list[str]  # paths the lane handed over to FastAPI's route
 
     @contextmanager
     def without_lane(self) -> Iterator[None]:
@@ -70,10 +71,13 @@ async def lab(tmp_path, scripted_llm: ScriptedLLM) -> AsyncIterator[Lab]:  # typ
         ]
         lane = [r for r in app.router.routes if getattr(r, "name", "").endswith("_lane")]
         entered: list[str] = []
-        for route in lane:  # count what the lane is asked, so a comparison cannot be lane with lane
-            assert isinstance(route, Route)
-            route.app = _counting(route.app, entered)
-        yield Lab(app, clients[0], clients[1], lane, entered)
+        handed: list[str] = []
+        for route in lane:  # count what the lane is asked and what it hands over, so a case cannot
+            assert isinstance(route, Route)  # compare the lane with itself or FastAPI with itself
+            endpoint = route.app
+            endpoint.reference = _counting(endpoint.reference, handed)  # type: ignore[attr-defined]
+            route.app = _counting(endpoint, entered)
+        yield Lab(app, clients[0], clients[1], lane, entered, handed)
         for client in clients:
             await client.aclose()
 
@@ -86,10 +90,14 @@ def _counting(app: ASGIApp, entered: list[str]) -> ASGIApp:
     return counted
 
 
-async def _both(lab: Lab, send: Any) -> tuple[httpx.Response, httpx.Response]:
+async def _both(lab: Lab, send: Any, served: bool) -> tuple[httpx.Response, httpx.Response]:
+    """The answer through the lane and through FastAPI's route alone; `served`: the lane answers
+    this request itself (else it must hand it over)."""
     lab.entered.clear()  # what set the case up went through the lane too
+    lab.handed.clear()
     through_lane = await send()
     assert len(lab.entered) == 1
+    assert len(lab.handed) == (0 if served else 1), "served by the lane" if served else "handed over"
     with lab.without_lane():
         through_fastapi = await send()
     assert len(lab.entered) == 1
@@ -102,47 +110,52 @@ def _same(a: httpx.Response, b: httpx.Response) -> None:
     assert _ID.sub("", a.text) == _ID.sub("", b.text)
 
 
-BODIES: list[tuple[str, dict[str, Any]]] = [
-    ("well formed", {"json": {"input": "hello"}}),
-    ("with a model and if_busy", {"json": {"input": "hello", "model": "default", "if_busy": "reject"}}),
-    ("extra fields", {"json": {"input": "hello", "colour": "blue"}}),
-    ("json with a charset", {"content": b'{"input": "hello"}', "headers": {"content-type": "application/json; charset=utf-8"}}),
-    ("no content type", {"content": b'{"input": "hello"}', "headers": {"content-type": ""}}),
-    ("a +json type", {"content": b'{"input": "hello"}', "headers": {"content-type": "application/vnd.x+json"}}),
-    ("text/plain", {"content": b'{"input": "hello"}', "headers": {"content-type": "text/plain"}}),
-    ("malformed json", {"content": b'{"input": ', "headers": {"content-type": "application/json"}}),
-    ("empty body", {"content": b"", "headers": {"content-type": "application/json"}}),
-    ("missing input", {"json": {}}),
-    ("input not a string", {"json": {"input": 5}}),
-    ("not an object", {"json": ["hello"]}),
-    ("unknown if_busy", {"json": {"input": "hello", "if_busy": "never"}}),
-    ("empty input", {"json": {"input": "  "}}),
-    ("unknown model", {"json": {"input": "hello", "model": "nope"}}),
+# (case, request, served by the lane itself)
+BODIES: list[tuple[str, dict[str, Any], bool]] = [
+    ("well formed", {"json": {"input": "hello"}}, True),
+    ("with a model and if_busy", {"json": {"input": "hello", "model": "default", "if_busy": "reject"}}, True),
+    ("extra fields", {"json": {"input": "hello", "colour": "blue"}}, True),
+    ("json with a charset", {"content": b'{"input": "hello"}', "headers": {"content-type": "application/json; charset=utf-8"}}, True),
+    ("no content type", {"content": b'{"input": "hello"}'}, False),  # FastAPI: 422
+    ("an empty content type", {"content": b'{"input": "hello"}', "headers": {"content-type": ""}}, False),
+    ("a +json type", {"content": b'{"input": "hello"}', "headers": {"content-type": "application/vnd.x+json"}}, True),
+    ("text/plain", {"content": b'{"input": "hello"}', "headers": {"content-type": "text/plain"}}, False),
+    ("malformed json", {"content": b'{"input": ', "headers": {"content-type": "application/json"}}, False),
+    ("empty body", {"content": b"", "headers": {"content-type": "application/json"}}, False),
+    ("missing input", {"json": {}}, False),
+    ("input not a string", {"json": {"input": 5}}, False),
+    ("not an object", {"json": ["hello"]}, False),
+    ("unknown if_busy", {"json": {"input": "hello", "if_busy": "never"}}, False),
+    ("empty input", {"json": {"input": "  "}}, True),  # a valid body: the service says 400
+    ("unknown model", {"json": {"input": "hello", "model": "nope"}}, True),
 ]
 
 
-@pytest.mark.parametrize("case", [c for c, _ in BODIES])
-async def test_a_run_start_is_answered_as_fastapi_answers_it(lab: Lab, case: str) -> None:
-    kwargs = dict(BODIES)[case]
+@pytest.mark.parametrize("case, kwargs, served", BODIES, ids=[c for c, _, _ in BODIES])
+async def test_a_run_start_is_answered_as_fastapi_answers_it(
+    lab: Lab, case: str, kwargs: dict[str, Any], served: bool
+) -> None:
     conversations = [await lab.conversation(), await lab.conversation()]
 
     async def send() -> httpx.Response:
         return await lab.http.post(f"/api/conversations/{conversations.pop()}/runs", **kwargs)
 
-    _same(*await _both(lab, send))
+    _same(*await _both(lab, send, served))
 
 
 @pytest.mark.parametrize(
-    "who, target, body",
+    "who, target, body, served",
     [
-        ("nobody", "mine", {"input": "hello"}),
-        ("nobody", "mine", {"input": 5}),  # dependencies fail first, as in FastAPI
-        ("bob", "mine", {"input": "hello"}),  # another user's conversation: 404
-        ("alice", "unknown", {"input": "hello"}),
-        ("alice", "busy", {"input": "hello"}),  # 409 while a run is active
+        ("nobody", "mine", {"input": "hello"}, True),
+        ("nobody", "mine", {"input": 5}, False),  # dependencies fail first, as in FastAPI
+        ("bob", "mine", {"input": "hello"}, True),  # another user's conversation: 404
+        ("alice", "unknown", {"input": "hello"}, True),
+        ("alice", "busy", {"input": "hello"}, True),  # 409 while a run is active
     ],
 )
-async def test_run_start_errors_are_fastapis(lab: Lab, who: str, target: str, body: dict[str, Any]) -> None:
+async def test_run_start_errors_are_fastapis(
+    lab: Lab, who: str, target: str, body: dict[str, Any], served: bool
+) -> None:
     cid = await lab.conversation()
     if target == "busy":
         r = await lab.http.post(f"/api/conversations/{cid}/runs", json={"input": "first"})
@@ -154,7 +167,7 @@ async def test_run_start_errors_are_fastapis(lab: Lab, who: str, target: str, bo
         headers = {"Authorization": ""} if who == "nobody" else {}
         return await client.post(path, json=body, headers=headers)
 
-    a, b = await _both(lab, send)
+    a, b = await _both(lab, send, served)
     _same(a, b)
     assert a.status_code >= 400
 
@@ -169,28 +182,30 @@ async def _finished_run(lab: Lab) -> str:
 
 
 @pytest.mark.parametrize(
-    "query, headers",
+    "query, headers, served",
     [
-        ("", {}),
-        ("?after=2", {}),
-        ("?after=002", {}),
-        ("", {"Last-Event-ID": "3"}),
-        ("?after=1", {"Last-Event-ID": "x"}),
-        ("?after=-1", {}),
-        ("?after=abc", {}),
-        ("?after=", {}),
-        ("?after=1&after=2", {}),
-        ("?after=99", {}),  # beyond the run's last event: 400
-        ("?other=1", {}),
+        ("", {}, True),
+        ("?after=2", {}, True),
+        ("?after=002", {}, True),
+        ("", {"Last-Event-ID": "3"}, True),
+        ("?after=1", {"Last-Event-ID": "x"}, True),
+        ("?after=-1", {}, False),
+        ("?after=abc", {}, False),
+        ("?after=", {}, False),
+        ("?after=1&after=2", {}, False),
+        ("?after=99", {}, True),  # beyond the run's last event: the endpoint says 400
+        ("?other=1", {}, False),
     ],
 )
-async def test_a_stream_is_answered_as_fastapi_answers_it(lab: Lab, query: str, headers: dict[str, str]) -> None:
+async def test_a_stream_is_answered_as_fastapi_answers_it(
+    lab: Lab, query: str, headers: dict[str, str], served: bool
+) -> None:
     rid = await _finished_run(lab)
 
     async def send() -> httpx.Response:
         return await lab.http.get(f"/api/runs/{rid}/stream{query}", headers=headers)
 
-    a, b = await _both(lab, send)
+    a, b = await _both(lab, send, served)
     _same(a, b)
     if a.status_code == 200:
         assert "event: run.completed" in a.text
@@ -204,7 +219,7 @@ async def test_stream_errors_are_fastapis(lab: Lab, who: str, target: str) -> No
     async def send() -> httpx.Response:
         return await client.get(f"/api/runs/{rid}/stream", headers={"Authorization": ""} if who == "nobody" else {})
 
-    a, b = await _both(lab, send)
+    a, b = await _both(lab, send, served=True)
     _same(a, b)
     assert a.status_code in (401, 404)
 
