@@ -30,12 +30,13 @@ SERVER_SETTINGS: dict[str, object] = {"max_active_runs": 2000}
 
 
 class LlmProcess:
-    """An LLM test double in its own process; it prints its base URL (…/v1) on its first line."""
+    """A test double in its own process (an LLM, or the relay); it prints its base URL (…/v1 for
+    an LLM) on its first line."""
 
-    def __init__(self, module: str, log_path: Path) -> None:
+    def __init__(self, module: str, log_path: Path, *args: str) -> None:
         self._log = open(log_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", module, "--port", "0"], stdout=subprocess.PIPE, stderr=self._log
+            [sys.executable, "-m", module, "--port", "0", *args], stdout=subprocess.PIPE, stderr=self._log
         )
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline().decode().strip()
@@ -57,6 +58,8 @@ class LlmProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
         self._log.close()
 
 
@@ -88,6 +91,14 @@ class Progress:
 
     def __call__(self, message: str) -> None:
         print(f"[{time.monotonic() - self.t0:6.1f}s] {self.scenario}: {message}", file=sys.stderr, flush=True)
+
+
+class Relay(LlmProcess):
+    """The floor of the concurrency scenario (`python -m bench.relay`): Onward's part played with
+    nothing but the relay of deltas, for calibration."""
+
+    def __init__(self, log_path: Path, llm_base_url: str) -> None:
+        super().__init__("bench.relay", log_path, "--llm", llm_base_url)
 
 
 PACED_MODEL = "paced"  # the model name under which every bench server knows the pacer

@@ -263,10 +263,27 @@ def describe_machine(doc: dict[str, Any]) -> str:
     )
 
 
+def describe_floor(doc: dict[str, Any]) -> str:
+    """Onward at the largest N beside `bench.relay` (the floor) at the same N: '' without one."""
+    scaling = doc.get("scenarios", {}).get("concurrency", {}).get("details", {}).get("scaling", [])
+    top = scaling[-1] if scaling else {}
+    floor = top.get("relay_floor")
+    if not floor:
+        return ""
+    return (
+        f"The floor at N = {top['runs']} (`bench.relay`: Onward's wire format and 20 ms joins, no database, "
+        f"no framework; same clients, LLM and machine): ratio {floor['wall_ratio']:.2f}, event latency p50 "
+        f"{floor['event_latency_ms']['p50']:.0f} ms and p99 {floor['event_latency_ms']['p99']:.0f} ms, "
+        f"{floor['server_cpu_us_per_event']:.0f} µs of CPU per delta; Onward: ratio {top['wall_ratio']:.2f}, "
+        f"p50 {top['event_latency_ms']['p50']:.0f} ms and p99 {top['event_latency_ms']['p99']:.0f} ms, "
+        f"{top['server_cpu_us_per_event']:.0f} µs per delta.\n\n"
+    )
+
+
 def update_doc(doc: dict[str, Any], path: Path = DOC) -> None:
     """Replace the text between the table markers of docs/performance.md."""
     text = path.read_text()
-    block = f"{TABLE_START}\n{table(doc)}\n\n{describe_machine(doc)}\n{TABLE_END}"
+    block = f"{TABLE_START}\n{table(doc)}\n\n{describe_floor(doc)}{describe_machine(doc)}\n{TABLE_END}"
     pattern = re.compile(re.escape(TABLE_START) + ".*?" + re.escape(TABLE_END), re.S)
     if not pattern.search(text):
         raise RuntimeError(f"{path} has no {TABLE_START} … {TABLE_END} block")
@@ -348,11 +365,18 @@ def plot(doc: dict[str, Any], path: Path) -> bool:
                     if row.get("scripted_llm_direct_wall_ratio") is not None]
         if scripted:
             ax.plot([n for n, _ in scripted], [v for _, v in scripted], "kD", label="scripted LLM read directly")
+        floor = [(row["runs"], row["relay_floor"]) for row in scaling if row.get("relay_floor")]
+        if floor:
+            ax.plot([n for n, _ in floor], [f["wall_ratio"] for _, f in floor], "g*", markersize=11,
+                    label="bench.relay, the floor (calibration)")
         ax.plot([50, 500], [1.3, 1.5], "rx", markersize=10, label="targets (50: 1.3, 500: 1.5)")
         _log_x(ax)
         ax2 = ax.twinx()
         ax2.plot(ns, [row["event_latency_ms"]["p99"] for row in scaling], "^:", color="tab:green",
                  label="event latency p99 (ms)")
+        if floor:
+            ax2.plot([n for n, _ in floor], [f["event_latency_ms"]["p99"] for _, f in floor], "g^",
+                     markerfacecolor="none", label="the floor's latency p99 (ms)")
         ax2.set_ylabel("event latency p99 (ms)", color="tab:green")
     ax.set_title("Scaling: N runs x 200 events 10 ms apart")
     ax.set_xlabel("concurrent runs N")

@@ -15,6 +15,9 @@ batching, publish and delivery. One server serves the whole sweep.
 Calibration: the same N streams read straight from the LLM (no Onward in between) show what the
 LLM and the client processes alone cost on this machine: `llm_direct_wall_ratio` for the pacer
 (every N), `scripted_llm_direct_wall_ratio` for the scripted LLM (the largest N); full mode only.
+At the largest N the same measurement runs against `bench.relay` instead of Onward (`relay_floor`):
+the least server that plays Onward's part (its wire format and its 20 ms joins, nothing else), so
+the row shows what this machine allows any such server, and Onward's distance from it.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from bench.client import Api, Frame, delta_chars, event_ts
 from bench.harness import (
     PACED_MODEL,
     Context,
+    Relay,
     Result,
     cpu_seconds,
     cpu_split,
@@ -167,7 +171,7 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
         # The largest N is the noisiest (the machine is saturated): measured REPEATS times, the
         # repetition with the median wall ratio is the row, and the keys are the medians.
         repeats = REPEATS_LARGEST if n == sizes[-1] and not ctx.quick else 1
-        measured = [_measure(ctx, srv, headers, n, TEXT) for _ in range(repeats)]
+        measured = [_measure(ctx, srv.url, srv.pid, headers, n, TEXT) for _ in range(repeats)]
         problems += [p for m, _ in measured for p in _problems(m)]
         row, latencies = sorted(measured, key=lambda m: m[0]["wall_ratio"])[len(measured) // 2]
         if repeats > 1:
@@ -180,6 +184,7 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
             row["llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.pacer.base_url, n)
             if n == sizes[-1]:  # why the pacer: the scripted LLM at the largest N
                 row["scripted_llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.llm.base_url, n)
+                row["relay_floor"] = _relay_floor(ctx, n)
         scaling.append(row)
         samples[f"event_latency_ms_n{n}"] = downsample(latencies)
         metrics[f"concurrency_{n}x{EVENTS}_wall_ratio"] = row["wall_ratio"]
@@ -237,19 +242,20 @@ def _problems(row: dict[str, Any]) -> list[str]:
 
 
 def _measure(
-    ctx: Context, srv: OnwardServer, headers: dict[str, str], n: int, text: str
+    ctx: Context, url: str, pid: int, headers: dict[str, str], n: int, text: str
 ) -> tuple[dict[str, Any], list[float]]:
-    """Start `n` runs at one instant (each asking the pacer for `text`), read them all; one row."""
-    cids = run_async(_conversations(srv.url, headers, n))
+    """Start `n` runs at one instant (each asking the pacer for `text`) on the server at `url`
+    (process `pid`), read them all; one row."""
+    cids = run_async(_conversations(url, headers, n))
     shares = split(cids, ctx.pool.processes)
     others = {"clients": ctx.pool.pids, "pacer": [ctx.pacer.pid]}
-    (user0, sys0), wait0 = cpu_split(srv.pid), runqueue_wait_seconds(srv.pid)
+    (user0, sys0), wait0 = cpu_split(pid), runqueue_wait_seconds(pid)
     others0 = {k: sum(cpu_seconds(p) for p in pids) for k, pids in others.items()}
     at = start_time()
-    results = ctx.pool.run(_runs_job, [(srv.url, headers, share, text, at) for share in shares])
-    user1, sys1 = cpu_split(srv.pid)
+    results = ctx.pool.run(_runs_job, [(url, headers, share, text, at) for share in shares])
+    user1, sys1 = cpu_split(pid)
     cpu, system = user1 + sys1 - user0 - sys0, sys1 - sys0
-    waited = runqueue_wait_seconds(srv.pid) - wait0
+    waited = runqueue_wait_seconds(pid) - wait0
     others_cpu = {k: sum(cpu_seconds(p) for p in pids) - others0[k] for k, pids in others.items()}
     records = [r for recs, _, _ in results for r in recs]
     latencies = [v for _, lat, _ in results for v in lat]
@@ -292,7 +298,7 @@ def _lifecycle(
     runs' lifecycles (two HTTP requests, an LLM connection, the claim, history, the closing
     commits) and the per-event path."""
     n = top["runs"]
-    row, _ = _measure(ctx, srv, headers, n, f"{MATCH} 1x1ms")
+    row, _ = _measure(ctx, srv.url, srv.pid, headers, n, f"{MATCH} 1x1ms")
     per_run_ms = row["server_cpu_s"] / n * 1000
     lifecycle_s = per_run_ms * top["runs"] / 1000
     out = {
@@ -313,6 +319,29 @@ def _lifecycle(
         f"server CPU at N={top['runs']}, leaving {out['server_cpu_us_per_event_net']:.0f} µs per delta"
     )
     return out, row
+
+
+def _relay_floor(ctx: Context, n: int) -> dict[str, Any]:
+    """The largest N against `bench.relay` instead of Onward (calibration): the same clients, LLM
+    and measurement; the row keeps the keys that compare."""
+    relay = Relay(ctx.tmp / "relay.log", ctx.pacer.base_url)
+    try:
+        row, _ = _measure(ctx, relay.url, relay.pid, {}, n, TEXT)
+    finally:
+        relay.stop()
+    out = {key: row[key] for key in (
+        "wall_ratio", "event_latency_ms", "event_latency_live_ms", "joined_ms", "seq_errors", "not_completed",
+        "server_cpu_s", "server_cpu_share", "server_system_cpu_s", "server_cpu_us_per_event",
+        "server_runqueue_wait_share", "clients_cpu_share", "pacer_cpu_share",
+    )}
+    lat = row["event_latency_ms"]
+    ctx.progress(
+        f"N={n} against bench.relay (the floor: no database, no framework): ratio {row['wall_ratio']:.2f}, "
+        f"event latency p50 {lat['p50']:.0f} ms p99 {lat['p99']:.0f} ms, relay CPU {row['server_cpu_share']:.0%} "
+        f"({row['server_cpu_us_per_event']:.0f} µs per delta), clients {row['clients_cpu_share']:.0%}, "
+        f"pacer {row['pacer_cpu_share']:.0%}"
+    )
+    return out
 
 
 def _llm_direct(ctx: Context, base_url: str, n: int) -> float:

@@ -1,0 +1,64 @@
+"""The bench's floor (`bench.relay`) is only a calibration if it serves what the scenario reads from
+Onward: every delta, once, in order, in Onward's frames, to a reader that follows and to one that
+joins after the end. Real processes: the pacer and the relay, over TCP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from bench.client import Frame, delta_chars, event_json, event_ts, read_sse
+from bench.harness import Pacer, Relay
+
+
+@pytest.fixture(scope="module")
+def relay(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Relay]:
+    tmp: Path = tmp_path_factory.mktemp("relay")
+    pacer = Pacer(tmp / "pacer.log")
+    try:
+        served = Relay(tmp / "relay.log", pacer.base_url)
+        try:
+            yield served
+        finally:
+            served.stop()
+    finally:
+        pacer.stop()
+
+
+def _start(url: str, text: str) -> str:
+    cid = httpx.post(f"{url}/api/conversations", json={"title": "t"}).raise_for_status().json()["id"]
+    r = httpx.post(f"{url}/api/conversations/{cid}/runs", json={"input": text})
+    assert r.status_code == 202
+    return str(r.json()["id"])
+
+
+def _read(url: str, rid: str) -> list[Frame]:
+    got: list[Frame] = []
+
+    def on_frames(batch: list[Frame]) -> bool:
+        got.extend(batch)
+        return batch[-1].terminal
+
+    asyncio.run(asyncio.wait_for(read_sse(url, rid, on_frames), 30))
+    return got
+
+
+def test_the_relay_serves_every_delta_once_in_order_in_onwards_frames(relay: Relay) -> None:
+    rid = _start(relay.url, "BENCH 40x2ms")
+    frames = _read(relay.url, rid)
+    assert [f.seq for f in frames] == list(range(1, len(frames) + 1))
+    assert frames[0].type == "run.started" and frames[-1].type == "run.completed"
+    deltas = [f for f in frames if f.type == "message.delta"]
+    assert sum(delta_chars(f.data) for f in deltas) == 40  # joined or not, each character once
+    assert all(event_json(f.data)["run_id"] == rid and event_ts(f.data) > 0 for f in frames)
+
+    late = _read(relay.url, rid)  # after the end: the whole log again, then the end of the body
+    assert [(f.seq, f.type, f.data) for f in late] == [(f.seq, f.type, f.data) for f in frames]
+
+
+def test_the_relay_answers_404_for_what_it_does_not_serve(relay: Relay) -> None:
+    assert httpx.get(f"{relay.url}/api/runs/run_unknown/stream").status_code == 404
+    assert httpx.get(f"{relay.url}/api/conversations").status_code == 404
