@@ -12,7 +12,9 @@ and batching there; Onward's distance from it is Onward's own cost.
 Protocol: `POST /api/conversations` → 201 `{id}`; `POST /api/conversations/{cid}/runs` with
 `{input}` → 202 `{id, status}`, and the run asks `--llm`'s `/chat/completions` for `input` (model
 `paced`); `GET /api/runs/{rid}/stream` → SSE frames (`id`/`event`/`data`, data `{seq, run_id, type,
-ts, data}`): `run.started`, joined `message.delta`s, `run.completed`, then the end of the body.
+ts, data}`): `run.started`, joined `message.delta`s, `run.completed` (`run.failed` if the LLM cannot
+be reached or its answer ends without `[DONE]`: a broken floor fails the bench, it never hangs it),
+then the end of the body.
 Anything else is 404. Credentials are not checked. `python -m bench.relay --llm URL [--port P]`
 prints its base URL and serves until terminated.
 """
@@ -65,9 +67,12 @@ class _Run:
             self.emit("message.delta", {"message_id": "msg", "text": "".join(self.pending)}, self.pending_ts)
             self.pending.clear()
 
-    def finish(self) -> None:
+    def finish(self, error: str | None = None) -> None:
         self.flush()
-        self.emit("run.completed", {}, time.time())
+        if error is None:
+            self.emit("run.completed", {}, time.time())
+        else:
+            self.emit("run.failed", {"error": error}, time.time())
         self.done = True
         if self.reader is not None:
             self.reader.write(_END)
@@ -116,13 +121,14 @@ class Relay:
         )
         loop = asyncio.get_running_loop()
         task = loop.create_task(loop.create_connection(lambda: _Completion(self, run, request), self.llm_host, self.llm_port))
-        task.add_done_callback(_log_failure)
+
+        def connected(task: asyncio.Task[Any]) -> None:  # a run whose LLM is out of reach fails, never hangs
+            error = "cancelled" if task.cancelled() else task.exception()
+            if error is not None and not run.done:
+                run.finish(f"the LLM connection failed: {error!r}")
+
+        task.add_done_callback(connected)
         return run
-
-
-def _log_failure(task: asyncio.Task[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        print(f"relay: LLM connection failed: {task.exception()!r}", flush=True)
 
 
 class _Completion(asyncio.Protocol):
@@ -161,7 +167,7 @@ class _Completion(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         if not self.run.done:
-            self.run.finish()
+            self.run.finish("the LLM's answer ended without [DONE]")
         if self.transport is not None:
             self.transport.close()
 

@@ -185,6 +185,7 @@ def _sweep(ctx: Context, srv: OnwardServer, sizes: list[int]) -> Result:
             if n == sizes[-1]:  # why the pacer: the scripted LLM at the largest N
                 row["scripted_llm_direct_wall_ratio"] = _llm_direct(ctx, ctx.llm.base_url, n)
                 row["relay_floor"] = _relay_floor(ctx, n)
+                problems += [p.replace("concurrency:", "concurrency (bench.relay):", 1) for p in _problems(row["relay_floor"])]
         scaling.append(row)
         samples[f"event_latency_ms_n{n}"] = downsample(latencies)
         metrics[f"concurrency_{n}x{EVENTS}_wall_ratio"] = row["wall_ratio"]
@@ -330,7 +331,7 @@ def _relay_floor(ctx: Context, n: int) -> dict[str, Any]:
     finally:
         relay.stop()
     out = {key: row[key] for key in (
-        "wall_ratio", "event_latency_ms", "event_latency_live_ms", "joined_ms", "seq_errors", "not_completed",
+        "runs", "wall_ratio", "event_latency_ms", "event_latency_live_ms", "joined_ms", "seq_errors", "not_completed",
         "server_cpu_s", "server_cpu_share", "server_system_cpu_s", "server_cpu_us_per_event",
         "server_runqueue_wait_share", "clients_cpu_share", "pacer_cpu_share",
     )}

@@ -5,6 +5,7 @@ joins after the end. Real processes: the pacer and the relay, over TCP."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,3 +63,16 @@ def test_the_relay_serves_every_delta_once_in_order_in_onwards_frames(relay: Rel
 def test_the_relay_answers_404_for_what_it_does_not_serve(relay: Relay) -> None:
     assert httpx.get(f"{relay.url}/api/runs/run_unknown/stream").status_code == 404
     assert httpx.get(f"{relay.url}/api/conversations").status_code == 404
+
+
+def test_a_run_whose_llm_is_out_of_reach_fails_instead_of_hanging(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    unreachable = Relay(tmp_path / "relay.log", f"http://127.0.0.1:{closed}/v1")
+    try:
+        frames = _read(unreachable.url, _start(unreachable.url, "BENCH 5x2ms"))
+    finally:
+        unreachable.stop()
+    assert [f.type for f in frames] == ["run.started", "run.failed"]
+    assert "LLM connection failed" in event_json(frames[-1].data)["data"]["error"]
