@@ -20,11 +20,11 @@ import argparse
 import asyncio
 import json
 import re
-import signal
-import socket
 from typing import Any, cast
 
 import uvloop
+
+from bench.listen import serve_until_stopped
 
 _PACE = re.compile(r"(\d+)x(\d+)ms")
 _HEAD = (
@@ -125,17 +125,7 @@ class _Connection(asyncio.Protocol):
 
 
 async def serve(host: str, port: int) -> None:
-    loop = asyncio.get_running_loop()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY by asyncio
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = await loop.create_server(_Connection, sock=sock, backlog=4096)
-    print(f"http://{host}:{sock.getsockname()[1]}/v1", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+    await serve_until_stopped(_Connection, host, port, "/v1")
 
 
 def main() -> None:

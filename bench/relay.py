@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import signal
-import socket
 import time
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -33,6 +31,8 @@ from urllib.parse import urlsplit
 import httptools
 import orjson
 import uvloop
+
+from bench.listen import serve_until_stopped
 
 FLUSH_INTERVAL_S = 0.02  # Onward's `flush_interval`
 _STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -236,18 +236,8 @@ class _Client(asyncio.Protocol):
 
 
 async def serve(host: str, port: int, llm_url: str) -> None:
-    loop = asyncio.get_running_loop()
     relay = Relay(llm_url)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    server = await loop.create_server(lambda: _Client(relay), sock=sock, backlog=4096)
-    print(f"http://{host}:{sock.getsockname()[1]}", flush=True)
-    stop = asyncio.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+    await serve_until_stopped(lambda: _Client(relay), host, port)
 
 
 def main() -> None:

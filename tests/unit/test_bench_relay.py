@@ -13,6 +13,7 @@ import httpx
 import pytest
 from bench.client import Frame, delta_chars, event_json, event_ts, read_sse
 from bench.harness import Pacer, Relay
+from bench.report import describe_floor
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +77,16 @@ def test_a_run_whose_llm_is_out_of_reach_fails_instead_of_hanging(tmp_path: Path
         unreachable.stop()
     assert [f.type for f in frames] == ["run.started", "run.failed"]
     assert "LLM connection failed" in event_json(frames[-1].data)["data"]["error"]
+
+
+def test_the_table_compares_the_floor_with_onward_and_says_nothing_without_one() -> None:
+    onward = {"runs": 500, "wall_ratio": 1.39, "event_latency_ms": {"p50": 55.4, "p99": 178.2},
+              "server_cpu_us_per_event": 28.1}
+    floor = {"wall_ratio": 1.05, "event_latency_ms": {"p50": 22.0, "p99": 30.4}, "server_cpu_us_per_event": 12.3}
+    doc = {"scenarios": {"concurrency": {"details": {"scaling": [{**onward, "relay_floor": floor}]}}}}
+    sentence = describe_floor(doc)
+    assert "N = 500" in sentence
+    assert "ratio 1.05, event latency p50 22 ms and p99 30 ms, 12 µs" in sentence
+    assert "Onward: ratio 1.39, p50 55 ms and p99 178 ms, 28 µs" in sentence
+    assert describe_floor({"scenarios": {"concurrency": {"details": {"scaling": [onward]}}}}) == ""
+    assert describe_floor({"scenarios": {}}) == ""
