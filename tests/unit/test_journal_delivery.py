@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import threading
 import time
 from collections.abc import Callable
 
@@ -303,6 +304,38 @@ async def test_a_commit_is_published_and_the_next_batch_handed_over_in_the_callb
     assert store.after_callback[-1] == ([1, 2], 0)
     await journal.close()
     await store.close()
+
+
+async def test_the_journals_commit_goes_ahead_of_claims_queued_before_it(world: World) -> None:
+    """A burst of run starts queues a claim per run; the events of runs already streaming must
+    not wait in one transaction with all of them. Only the journal's commits go first."""
+    streaming = await _started_run(world)
+    other = await world.store.create_conversation(world.user, "second")
+    queued = await world.store.create_run(world.user, other["id"], "hi", None)
+    loop = asyncio.get_running_loop()
+    holding, release = asyncio.Event(), threading.Event()
+
+    def hold(_conn: Connection) -> None:
+        loop.call_soon_threadsafe(holding.set)
+        release.wait(10)
+
+    order: list[str] = []
+    busy = asyncio.ensure_future(world.store.db.write(hold))
+    try:
+        await holding.wait()
+        claim = asyncio.ensure_future(world.journal.transition(
+            queued.id, 0, {RunStatus.QUEUED}, {"status": "running"}, RunStarted()
+        ))
+        await asyncio.sleep(0)  # the claim is queued with the writer ...
+        step = asyncio.ensure_future(world.journal.commit(streaming, piece(1, "a")))  # ... then the step
+        claim.add_done_callback(lambda _f: order.append("claim"))
+        step.add_done_callback(lambda _f: order.append("step"))
+        await asyncio.sleep(0.02)
+    finally:
+        release.set()
+    await asyncio.gather(busy, claim, step)
+    assert order == ["step", "claim"]
+    assert claim.result() is True
 
 
 @pytest.mark.parametrize("size", [1, 16, 17, 1024, 1025, 2100])

@@ -247,8 +247,10 @@ class SqlStore:
     # the write path ----------------------------------------------------------
 
     async def write(self, batch: WriteBatch) -> None:
-        """Commit a batch atomically: conditional changes first, then messages, events, run rows."""
-        await self.db.write_first(_write_batch, batch, self._event_sql)
+        """Commit a batch atomically: conditional changes first, then messages, events, run rows.
+        (The journal's transitions: a claim, the cancel of a queued run, recovery. They queue with
+        the other writes; only the journal's group commits, `write_soon`, go ahead of them.)"""
+        await self.db.write(_write_batch, batch, self._event_sql)
 
     def write_soon(self, batch: WriteBatch, done: Callable[[BaseException | None], None]) -> None:
         """`write`, reporting to `done` (on this loop) instead of to an awaiting task."""
