@@ -330,7 +330,11 @@ async def test_the_journals_commit_goes_ahead_of_claims_queued_before_it(world: 
         step = asyncio.ensure_future(world.journal.commit(streaming, piece(1, "a")))  # ... then the step
         claim.add_done_callback(lambda _f: order.append("claim"))
         step.add_done_callback(lambda _f: order.append("step"))
-        await asyncio.sleep(0.02)
+        for _ in range(100):  # the step's batch goes to the writer on the loop's next turn
+            if world.journal._writing:
+                break
+            await asyncio.sleep(0)
+        assert world.journal._writing
     finally:
         release.set()
     await asyncio.gather(busy, claim, step)
