@@ -23,7 +23,14 @@ from collections.abc import Iterable
 from onward.bus.base import EventBus
 from onward.core.events import Event, EventData, encode
 from onward.core.runs import RunStatus
-from onward.store.base import RunChange, StaleTransition, Store, StoredMessage, WriteBatch
+from onward.store.base import (
+    RunChange,
+    StaleTransition,
+    Store,
+    StoredMessage,
+    WriteBatch,
+    WriteOutcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +57,7 @@ class Journal:
         self._oldest: float | None = None  # when the oldest queued item was queued (monotonic)
         self._urgent = False  # something queued is awaited: write it at the next chance
         self._writing = False  # a batch is with the store; the next one waits for its outcome
+        self._outcome: WriteOutcome | None = None  # that write's, while it is under way
         self._timer: asyncio.TimerHandle | None = None  # the next write (a flush, or a retry)
         self._soon = False  # `_take_soon` is scheduled for the next turn
         self._retrying = False  # `_timer` is a retry's backoff: nothing starts a write before it
@@ -73,7 +81,14 @@ class Journal:
         A delta joins the run's previous event if that is a delta of the same stream still
         waiting for its batch (and the joined text stays within `text_limit`); the joined event
         keeps the first piece's `seq` and `ts`.
+
+        If the write under way has come back, its outcome is taken first (published, and the next
+        batch handed over): recording is what the loop does most under load, so a commit waits
+        for no more than the next record, not for the rest of the loop's turn.
         """
+        outcome = self._outcome
+        if outcome is not None and outcome.ready:
+            outcome.deliver()
         seq = self._seq[run_id]
         now = time.time()
         for item in items:
@@ -186,7 +201,8 @@ class Journal:
     # No task: a timer (or, for an awaited step, the next loop turn) hands the batch to the store,
     # and the store's callback publishes it in the same loop turn the commit's outcome arrives,
     # then hands over what queued meanwhile. A task awaiting the commit would wake a turn later,
-    # and under load a turn of the loop lasts milliseconds: every event waited for it twice.
+    # and under load a turn of the loop lasts milliseconds: every event waited for it twice. For
+    # the same reason `record` takes an outcome that has arrived before the callback gets its turn.
 
     def _wanted(self, urgent: bool) -> None:
         """Something was queued: see that a write will take it."""
@@ -228,11 +244,12 @@ class Journal:
             _settle(waiters)
             return
         self._writing = True
-        self.store.write_soon(batch, lambda error: self._written(batch, waiters, error))
+        self._outcome = self.store.write_soon(batch, lambda error: self._written(batch, waiters, error))
 
     def _written(self, batch: WriteBatch, waiters: list[asyncio.Future[None]], error: BaseException | None) -> None:
         """The store's outcome: publish and wake the waiters, or put everything back and retry."""
         self._writing = False
+        self._outcome = None
         if error is not None:
             # Never drop or renumber: put the batch back in front of what came since and
             # retry. Runs waiting on a durable step wait with it (natural backpressure).

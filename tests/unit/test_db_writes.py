@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -219,3 +220,27 @@ async def test_a_hot_statement_on_the_driver_fails_as_through_sqlalchemy(db: Dat
         await db.write(lambda conn: execute(conn, insert, {"name": "once"}))
     with pytest.raises(OperationalError, match="no such table"):
         await db.read(lambda conn: fetch_all(conn, text("SELECT * FROM nowhere")))
+
+
+async def test_a_write_soon_outcome_is_ready_before_the_loop_gets_to_it(db: Database) -> None:
+    """The writer thread marks the outcome before it schedules the call on the loop, so the
+    loop's code can deliver it at once; delivered once, whichever comes first."""
+    reported: list[BaseException | None] = []
+    outcome = db.write_soon(reported.append, _insert, "soon")
+    deadline = time.monotonic() + 10
+    while not outcome.ready and time.monotonic() < deadline:
+        time.sleep(0.001)  # noqa: ASYNC251  # holding the loop is the point: only the writer moves
+    assert outcome.ready and reported == []
+    outcome.deliver()
+    assert reported == [None]
+    assert await db.read(_names) == ["soon"]  # delivered after the commit
+    await db.write(_insert, "after")  # the writer's scheduled call for "soon" has run by now
+    assert reported == [None]
+
+
+async def test_a_write_soon_failure_arrives_as_its_error(db: Database) -> None:
+    await db.write(_insert, "taken")
+    reported: list[BaseException | None] = []
+    outcome = db.write_soon(reported.append, _insert, "taken")
+    await db.write(_insert, "after")  # settled in order: the failed write's call has run
+    assert outcome.ready and len(reported) == 1 and isinstance(reported[0], IntegrityError)

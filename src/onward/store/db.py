@@ -56,12 +56,15 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from onward.store.base import WriteOutcome
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
 Operation = Callable[Concatenate[Connection, P], T]
 Settle = Callable[[bool, Any], None]  # a queued write's outcome: (True, result) or (False, exception)
-_Queued = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, Settle]
+# (the write, the loop to settle it on, how: on that loop, and on the writer thread first, if given)
+_Queued = tuple[Callable[[Connection], Any], asyncio.AbstractEventLoop, Settle, Settle | None]
 
 READ_THREADS = 2  # for `scan` only
 # Writes per transaction besides the journal's commits: a turn of the writer is short. In a burst
@@ -160,39 +163,47 @@ class Database:
             async with self._async.begin() as conn:
                 return await conn.run_sync(op, *args, **kwargs)
         done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue(first, lambda conn: op(conn, *args, **kwargs), functools.partial(_settle_future, done))
+        self._queue(first, lambda conn: op(conn, *args, **kwargs), functools.partial(_settle_future, done), None)
         result = await done
         self._maybe_checkpoint()
         return result
 
     def write_soon(
         self, done: Callable[[BaseException | None], None], op: Operation[P, Any], *args: P.args, **kwargs: P.kwargs
-    ) -> None:
+    ) -> WriteOutcome:
         """`write_first` with a callback: `done(None)` once committed, `done(error)` if not.
 
         `done` runs on the calling loop in the turn the writer's outcome arrives there, where a
         future would resume the task awaiting it one turn later: under load a turn of the loop
-        lasts milliseconds, and the journal's commits are what every event waits for.
+        lasts milliseconds, and the journal's commits are what every event waits for. Sooner if
+        the loop's code delivers the returned outcome once it is ready: the writer thread marks
+        it so (SQLite) before it schedules the call.
         """
+        outcome = WriteOutcome(done)
         if self._async is not None:
             task = asyncio.ensure_future(self.write_first(op, *args, **kwargs))
             self._tasks.add(task)  # the loop keeps only a weak reference to a task
 
             def finished(t: asyncio.Task[Any]) -> None:
                 self._tasks.discard(t)
-                done(asyncio.CancelledError() if t.cancelled() else t.exception())
+                outcome.arrive(asyncio.CancelledError() if t.cancelled() else t.exception())
+                outcome.deliver()
 
             task.add_done_callback(finished)
-            return
+            return outcome
+
+        def arrive(ok: bool, value: Any) -> None:  # on the writer thread
+            outcome.arrive(None if ok else value)
 
         def settle(ok: bool, value: Any) -> None:
             self._maybe_checkpoint()
-            done(None if ok else value)
+            outcome.deliver()
 
-        self._queue(True, lambda conn: op(conn, *args, **kwargs), settle)
+        self._queue(True, lambda conn: op(conn, *args, **kwargs), settle, arrive)
+        return outcome
 
-    def _queue(self, first: bool, call: Callable[[Connection], Any], settle: Settle) -> None:
-        item = (call, asyncio.get_running_loop(), settle)
+    def _queue(self, first: bool, call: Callable[[Connection], Any], settle: Settle, arrive: Settle | None) -> None:
+        item = (call, asyncio.get_running_loop(), settle, arrive)
         with self._queue_lock:
             (self._queued_first if first else self._queued).append(item)
             start = not self._writer_busy
@@ -221,11 +232,13 @@ class Database:
                     self._writer_busy = False
                     return
             try:
-                outcomes = self._held_writer.write_group([call for call, _, _ in queued])
+                outcomes = self._held_writer.write_group([call for call, _, _, _ in queued])
             except BaseException as exc:  # not an Exception (those are outcomes): fail the group, go on
                 outcomes = [(False, exc)] * len(queued)
             by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Settle, tuple[bool, Any]]]] = {}
-            for (_, loop, settle), outcome in zip(queued, outcomes, strict=True):
+            for (_, loop, settle, arrive), outcome in zip(queued, outcomes, strict=True):
+                if arrive is not None:
+                    arrive(*outcome)  # the loop's code may take it before the call below reaches it
                 by_loop.setdefault(loop, []).append((settle, outcome))
             for loop, settled in by_loop.items():  # one loop, except in tests that use several
                 try:

@@ -36,7 +36,7 @@ from onward.core.messages import Message, ToolCall
 from onward.core.runs import ACTIVE_STATUSES, Run, RunStatus
 from onward.errors import Conflict, ConversationBusy, NotFound
 from onward.ids import new_id
-from onward.store.base import StaleTransition, WriteBatch
+from onward.store.base import StaleTransition, WriteBatch, WriteOutcome
 from onward.store.db import Database
 from onward.store.migrations import migrate
 from onward.store.schema import conversations, messages, run_events, runs, users
@@ -252,9 +252,9 @@ class SqlStore:
         the other writes; only the journal's group commits, `write_soon`, go ahead of them.)"""
         await self.db.write(_write_batch, batch, self._event_sql)
 
-    def write_soon(self, batch: WriteBatch, done: Callable[[BaseException | None], None]) -> None:
+    def write_soon(self, batch: WriteBatch, done: Callable[[BaseException | None], None]) -> WriteOutcome:
         """`write`, reporting to `done` (on this loop) instead of to an awaiting task."""
-        self.db.write_soon(done, _write_batch, batch, self._event_sql)
+        return self.db.write_soon(done, _write_batch, batch, self._event_sql)
 
     async def events(self, run_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         read = self.db.scan if limit > SCAN_ABOVE_ROWS else self.db.read
