@@ -82,9 +82,10 @@ class Journal:
         waiting for its batch (and the joined text stays within `text_limit`); the joined event
         keeps the first piece's `seq` and `ts`.
 
-        If the write under way has come back, its outcome is taken first (published, and the next
-        batch handed over): recording is what the loop does most under load, so a commit waits
-        for no more than the next record, not for the rest of the loop's turn.
+        Recording is what the loop does most under load, so it also keeps the writer's pace: a
+        write under way that has come back is taken first (published, and the next batch handed
+        over), and a batch whose flush is due goes to the store at once. Neither waits for the
+        rest of the loop's turn, as the writer's callback and the flush timer do.
         """
         outcome = self._outcome
         if outcome is not None and outcome.ready:
@@ -108,6 +109,8 @@ class Journal:
         if self._oldest is None:
             self._oldest = time.monotonic()
             self._wanted(False)
+        elif self._timer is not None and not self._retrying and time.monotonic() - self._oldest >= self.flush_interval:
+            self._take()  # due: the timer would fire only once the loop's turn reaches it
         if self._pending >= self.max_pending:
             self._wanted(True)
 

@@ -372,6 +372,30 @@ async def test_a_commit_that_came_back_is_published_by_the_next_record(tmp_path)
     await store.close()
 
 
+async def test_a_due_flush_is_taken_by_the_next_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A busy loop runs its timers once per turn; a record made after the flush interval hands
+    the batch to the store in the call, with itself in it."""
+    store = ArrivingStore(f"sqlite:///{tmp_path / 'onward.db'}")
+    await store.init()
+    journal = Journal(store, MemoryBus(), flush_interval=0.01)
+    user = await store.ensure_user("local")
+    conv = await store.create_conversation(user, "t")
+    run = await store.create_run(user, conv["id"], "hi", None)
+    journal.adopt(run.id, 0)
+    journal.record(run.id, MessageDelta(message_id="m", text="a"))
+    journal.record(run.id, ToolOutput(call_id="c", stream="stdout", text="b"))
+    assert store.taken == []  # not due yet
+    time.sleep(0.015)  # noqa: ASYNC251  # a turn of the loop that outlasts the flush interval
+    journal.record(run.id, ToolOutput(call_id="c", stream="stdout", text="c"))
+    assert [[e.seq for e in batch.events] for batch, _ in store.taken] == [[1, 2]]  # b and c joined
+    batch, outcome = store.taken.pop()
+    await store.write(batch)
+    outcome.arrive(None)
+    outcome.deliver()
+    await journal.close()
+    await store.close()
+
+
 async def test_the_journals_commit_goes_ahead_of_claims_queued_before_it(world: World) -> None:
     """A burst of run starts queues a claim per run; the events of runs already streaming must
     not wait in one transaction with all of them. Only the journal's commits go first."""
