@@ -18,7 +18,7 @@ from onward.store.db import Database
 from onward.store.migrations import LATEST, MIGRATIONS
 from onward.store.schema import metadata, schema_migrations
 from onward.store.sql import SqlStore
-from tests.worlds import World
+from tests.worlds import World, check_a_mixed_batch
 
 # migrations ------------------------------------------------------------------------------------
 
@@ -198,6 +198,10 @@ async def test_messages_with_tool_calls_round_trip(world: World) -> None:
     assert stored[0].run_id == run.id
     assert stored[1:] == written
     validate_history([m.to_openai() for m in stored] + [{"role": "user", "content": "and now?"}])
+
+
+async def test_a_batchs_messages_and_run_changes_are_stored_as_if_one_after_another(world: World) -> None:
+    await check_a_mixed_batch(world)
 
 
 async def test_nul_characters_are_stored_as_replacement_characters(world: World) -> None:

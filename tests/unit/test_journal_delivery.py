@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Connection, create_engine
-from tests.worlds import World, open_world, piece
+from tests.worlds import World, check_a_mixed_batch, open_world, piece
 
 from onward.bus.memory import MemoryBus
 from onward.core.events import (
@@ -440,6 +440,10 @@ async def test_a_batch_of_any_size_is_stored_exactly(world: World, size: int) ->
     await world.store.write(WriteBatch(events=events))
     assert await world.store.events(run.id, 0, 10_000) == events
     assert (await world.store.get_run(run.id)).last_seq == size
+
+
+async def test_a_batchs_messages_and_run_changes_are_stored_as_if_one_after_another(world: World) -> None:
+    await check_a_mixed_batch(world)
 
 
 async def test_nul_in_text_is_stored_as_a_replacement_character(world: World) -> None:

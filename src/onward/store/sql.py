@@ -36,7 +36,7 @@ from onward.core.messages import Message, ToolCall
 from onward.core.runs import ACTIVE_STATUSES, Run, RunStatus
 from onward.errors import Conflict, ConversationBusy, NotFound
 from onward.ids import new_id
-from onward.store.base import StaleTransition, WriteBatch, WriteOutcome
+from onward.store.base import RunChange, StaleTransition, StoredMessage, WriteBatch, WriteOutcome
 from onward.store.db import Database
 from onward.store.migrations import migrate
 from onward.store.schema import conversations, messages, run_events, runs, users
@@ -79,6 +79,10 @@ _MESSAGE_COLUMNS = (
 _INSERT_MESSAGE = text(
     f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) VALUES ({', '.join(':' + c for c in _MESSAGE_COLUMNS)})"
 )
+_INSERT_MESSAGES_JSON = (  # SQLite: a batch's messages from one JSON array of rows, in order
+    f"INSERT INTO messages ({', '.join(_MESSAGE_COLUMNS)}) "
+    f"SELECT {', '.join(f'j.value->>{i}' for i in range(len(_MESSAGE_COLUMNS)))} FROM json_each(?) AS j"
+)
 _run_updates: dict[tuple[tuple[str, ...], int], TextClause] = {}
 
 
@@ -97,6 +101,18 @@ def _run_update(columns: tuple[str, ...], expected: int) -> TextClause:
             where += f" AND status IN ({', '.join(f':s{i}' for i in range(expected))})"
         stmt = _run_updates[key] = text(f"UPDATE runs SET {sets} WHERE {where}")
     return stmt
+
+
+@functools.cache
+def _run_update_json(columns: tuple[str, ...]) -> str:
+    """UPDATE runs SET the given columns of every run in a JSON array of [id, value, ...] rows
+    (SQLite: one statement for a batch's changes, instead of one per run, each of which had
+    to win back the GIL from the event loop's thread)."""
+    unknown = [c for c in columns if c not in runs.c]
+    if unknown:
+        raise ValueError(f"runs has no column {unknown[0]!r}")
+    sets = ", ".join(f"{c} = j.value->>{i}" for i, c in enumerate(columns, start=1))
+    return f"UPDATE runs SET {sets} FROM json_each(?) AS j WHERE runs.id = j.value->>0"
 
 
 def _dt(value: float | None) -> datetime | None:
@@ -407,13 +423,39 @@ def _write_batch(conn: Connection, batch: WriteBatch, event_sql: EventSql | None
         if execute(conn, _run_update(tuple(change.values), len(expected)), params) != 1:
             raise StaleTransition(change.run_id)
     if batch.messages:
-        execute_many(conn, _INSERT_MESSAGE, [_message_row(m.conversation_id, m.position, m.message) for m in batch.messages])
+        _insert_messages(conn, batch.messages, event_sql)
     if batch.events:
         _insert_events(conn, batch.events, event_sql)
-    for change in batch.changes:
-        if change.expect is None and change.values:
+    changes = [c for c in batch.changes if c.expect is None and c.values]
+    if changes:
+        _update_runs(conn, changes, event_sql)
+
+
+def _insert_messages(conn: Connection, messages: list[StoredMessage], event_sql: EventSql | None) -> None:
+    rows = [_message_row(m.conversation_id, m.position, m.message) for m in messages]
+    if event_sql is not None and event_sql.json_rows:
+        values = [[row[c] for c in _MESSAGE_COLUMNS] for row in rows]
+        execute_driver_sql(conn, _INSERT_MESSAGES_JSON, (orjson.dumps(values).decode(),))
+        return
+    execute_many(conn, _INSERT_MESSAGE, rows)
+
+
+def _update_runs(conn: Connection, changes: list[RunChange], event_sql: EventSql | None) -> None:
+    """Unconditional run changes, in order. SQLite: one statement per set of columns (a run's
+    changes merged: later values win, as if applied one after another)."""
+    if event_sql is None or not event_sql.json_rows:
+        for change in changes:
             params = _set_params(change.values)
             execute(conn, _run_update(tuple(change.values), 0), {**params, "run_id": change.run_id})
+        return
+    merged: dict[str, dict[str, Any]] = {}
+    for change in changes:
+        merged.setdefault(change.run_id, {}).update(change.values)
+    shapes: dict[tuple[str, ...], list[list[Any]]] = {}
+    for run_id, values in merged.items():
+        shapes.setdefault(tuple(values), []).append([run_id, *_set_params(values).values()])
+    for columns, rows in shapes.items():
+        execute_driver_sql(conn, _run_update_json(columns), (orjson.dumps(rows).decode(),))
 
 
 def _set_params(values: dict[str, Any]) -> dict[str, Any]:
@@ -439,6 +481,7 @@ class EventSql:
     insert: str  # one row, executed once per event — unless `padded`
     update: str
     padded: bool = False
+    json_rows: bool = False  # messages and run changes too as one statement each, over a JSON array
 
 
 PADDED_SIZES = (16, 64, 256, 1024)  # rows per padded insert; 1,024 x 5 parameters < SQLite's 32,766
@@ -495,6 +538,7 @@ def _event_sql(paramstyle: str, is_sqlite: bool) -> EventSql | None:
             "INSERT INTO run_events (run_id, seq, type, ts, body) VALUES (?, ?, ?, ?, ?)",
             "UPDATE runs SET last_seq = j.value->>1 FROM json_each(?) AS j WHERE runs.id = j.value->>0",
             padded=True,
+            json_rows=True,
         )
     if paramstyle == "qmark":
         marks = ["?"] * 5
