@@ -187,6 +187,17 @@ async def test_one_active_run_per_conversation(world: World) -> None:
         await world.store.create_run(world.user, world.conversation, "b", None)
 
 
+async def _adopted_run(store: SqlStore, bus: MemoryBus, flush_interval: float) -> tuple[Journal, str]:
+    """`store` initialized, a journal over it, and one run the journal has adopted."""
+    await store.init()
+    journal = Journal(store, bus, flush_interval=flush_interval)
+    user = await store.ensure_user("local")
+    conv = await store.create_conversation(user, "t")
+    run = await store.create_run(user, conv["id"], "hi", None)
+    journal.adopt(run.id, 0)
+    return journal, run.id
+
+
 Done = Callable[[BaseException | None], None]
 
 
@@ -257,16 +268,11 @@ class SlowStore(SqlStore):
 
 async def test_close_waits_for_the_write_under_way(tmp_path) -> None:  # type: ignore[no-untyped-def]
     store = SlowStore(f"sqlite:///{tmp_path / 'onward.db'}")
-    await store.init()
-    journal = Journal(store, MemoryBus(), flush_interval=0.001)
-    user = await store.ensure_user("local")
-    conv = await store.create_conversation(user, "t")
-    run = await store.create_run(user, conv["id"], "hi", None)
-    journal.adopt(run.id, 0)
-    journal.record(run.id, MessageDelta(message_id="m", text="kept"))
+    journal, rid = await _adopted_run(store, MemoryBus(), 0.001)
+    journal.record(rid, MessageDelta(message_id="m", text="kept"))
     await asyncio.wait_for(store.writing.wait(), 5)
     await journal.close()  # the batch is with the store now, not in the journal's queue
-    assert [e.seq for e in await store.events(run.id)] == [1]
+    assert [e.seq for e in await store.events(rid)] == [1]
     await store.close()
 
 
@@ -306,20 +312,15 @@ async def test_a_commit_is_published_and_the_next_batch_handed_over_in_the_callb
     is already with the store when the callback returns."""
     bus = MemoryBus()
     store = HeldStore(f"sqlite:///{tmp_path / 'onward.db'}", bus)
-    await store.init()
-    journal = Journal(store, bus, flush_interval=0.01)
-    user = await store.ensure_user("local")
-    conv = await store.create_conversation(user, "t")
-    run = await store.create_run(user, conv["id"], "hi", None)
-    journal.adopt(run.id, 0)
-    journal.record(run.id, piece(1, "a"))
+    journal, rid = await _adopted_run(store, bus, 0.01)
+    journal.record(rid, piece(1, "a"))
     await asyncio.wait_for(store.holding.wait(), 5)  # after the flush interval, the batch goes to the store
-    journal.record(run.id, piece(2, "b"))
+    journal.record(rid, piece(2, "b"))
     await asyncio.sleep(0.03)  # the second event waits longer than flush_interval for the first write
     assert len(store.held) == 1
-    await store.release(run.id)
+    await store.release(rid)
     assert store.after_callback == [([1], 1)]  # published, and event 2 already handed over
-    await store.release(run.id)
+    await store.release(rid)
     assert store.after_callback[-1] == ([1, 2], 0)
     await journal.close()
     await store.close()
@@ -340,34 +341,33 @@ class ArrivingStore(SqlStore):
         self.taking.set()
         return outcome
 
+    async def commit_taken(self) -> tuple[list[int], WriteOutcome]:
+        """Commit the batch the journal handed over last and mark its outcome arrived (not
+        delivered); returns the batch's seqs."""
+        batch, outcome = self.taken.pop()
+        await self.write(batch)
+        outcome.arrive(None)
+        return [e.seq for e in batch.events], outcome
+
 
 async def test_a_commit_that_came_back_is_published_by_the_next_record(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """Under load the loop's turn lasts milliseconds: the writer's scheduled call waited for it
     (8 ms at the median with 500 runs streaming). The next record takes the outcome at once."""
     bus = MemoryBus()
     store = ArrivingStore(f"sqlite:///{tmp_path / 'onward.db'}")
-    await store.init()
-    journal = Journal(store, bus, flush_interval=0.001)
-    user = await store.ensure_user("local")
-    conv = await store.create_conversation(user, "t")
-    run = await store.create_run(user, conv["id"], "hi", None)
-    journal.adopt(run.id, 0)
-    journal.record(run.id, piece(1, "a"))
+    journal, rid = await _adopted_run(store, bus, 0.001)
+    journal.record(rid, piece(1, "a"))
     await asyncio.wait_for(store.taking.wait(), 5)
-    batch, outcome = store.taken.pop()
-    await store.write(batch)
-    outcome.arrive(None)
-    assert bus.recent(run.id, 0) is None  # nothing published before the journal takes the outcome
-    journal.record(run.id, piece(2, "b"))
-    assert [e.seq for e in bus.recent(run.id, 0) or []] == [1]  # in the record call itself
+    await store.commit_taken()
+    assert bus.recent(rid, 0) is None  # nothing published before the journal takes the outcome
     store.taking.clear()
+    journal.record(rid, piece(2, "b"))
+    assert [e.seq for e in bus.recent(rid, 0) or []] == [1]  # in the record call itself
     await asyncio.wait_for(store.taking.wait(), 5)  # and the journal goes on with the next batch
-    batch, outcome = store.taken.pop()
-    assert [e.seq for e in batch.events] == [2]
-    await store.write(batch)
-    outcome.arrive(None)
+    seqs, outcome = await store.commit_taken()
+    assert seqs == [2]
     outcome.deliver()  # the loop's scheduled call, when no record comes first
-    assert [e.seq for e in bus.recent(run.id, 0) or []] == [1, 2]
+    assert [e.seq for e in bus.recent(rid, 0) or []] == [1, 2]
     await journal.close()
     await store.close()
 
@@ -376,21 +376,15 @@ async def test_a_due_flush_is_taken_by_the_next_record(tmp_path) -> None:  # typ
     """A busy loop runs its timers once per turn; a record made after the flush interval hands
     the batch to the store in the call, with itself in it."""
     store = ArrivingStore(f"sqlite:///{tmp_path / 'onward.db'}")
-    await store.init()
-    journal = Journal(store, MemoryBus(), flush_interval=0.01)
-    user = await store.ensure_user("local")
-    conv = await store.create_conversation(user, "t")
-    run = await store.create_run(user, conv["id"], "hi", None)
-    journal.adopt(run.id, 0)
-    journal.record(run.id, MessageDelta(message_id="m", text="a"))
-    journal.record(run.id, ToolOutput(call_id="c", stream="stdout", text="b"))
+    journal, rid = await _adopted_run(store, MemoryBus(), 0.01)
+    journal.record(rid, MessageDelta(message_id="m", text="a"))
+    journal.record(rid, ToolOutput(call_id="c", stream="stdout", text="b"))
     assert store.taken == []  # not due yet
     time.sleep(0.015)  # noqa: ASYNC251  # a turn of the loop that outlasts the flush interval
-    journal.record(run.id, ToolOutput(call_id="c", stream="stdout", text="c"))
-    assert [[e.seq for e in batch.events] for batch, _ in store.taken] == [[1, 2]]  # b and c joined
-    batch, outcome = store.taken.pop()
-    await store.write(batch)
-    outcome.arrive(None)
+    journal.record(rid, ToolOutput(call_id="c", stream="stdout", text="c"))
+    assert len(store.taken) == 1  # handed over in the call
+    seqs, outcome = await store.commit_taken()
+    assert seqs == [1, 2]  # b and c joined
     outcome.deliver()
     await journal.close()
     await store.close()

@@ -433,7 +433,7 @@ def _write_batch(conn: Connection, batch: WriteBatch, event_sql: EventSql | None
 
 def _insert_messages(conn: Connection, messages: list[StoredMessage], event_sql: EventSql | None) -> None:
     rows = [_message_row(m.conversation_id, m.position, m.message) for m in messages]
-    if event_sql is not None and event_sql.json_rows:
+    if event_sql is not None and event_sql.sqlite:
         values = [[row[c] for c in _MESSAGE_COLUMNS] for row in rows]
         execute_driver_sql(conn, _INSERT_MESSAGES_JSON, (orjson.dumps(values).decode(),))
         return
@@ -443,7 +443,7 @@ def _insert_messages(conn: Connection, messages: list[StoredMessage], event_sql:
 def _update_runs(conn: Connection, changes: list[RunChange], event_sql: EventSql | None) -> None:
     """Unconditional run changes, in order. SQLite: one statement per set of columns (a run's
     changes merged: later values win, as if applied one after another)."""
-    if event_sql is None or not event_sql.json_rows:
+    if event_sql is None or not event_sql.sqlite:
         for change in changes:
             params = _set_params(change.values)
             execute(conn, _run_update(tuple(change.values), 0), {**params, "run_id": change.run_id})
@@ -467,7 +467,7 @@ def _set_params(values: dict[str, Any]) -> dict[str, Any]:
 class EventSql:
     """Driver-level SQL for the event insert and the runs' last_seq update.
 
-    `padded` (SQLite): events go in as rows of VALUES, up to 1,024 per statement, bound
+    `sqlite` (SQLite with JSON built in): events go in as rows of VALUES, up to 1,024 per statement, bound
     directly. `sqlite3` releases the GIL around every row's step of an executemany and must win
     it back for the next row; while the event loop keeps the GIL busy each of those waits can
     take up to the interpreter's switch interval, so a batch of 30,000 events took half a second
@@ -475,13 +475,13 @@ class EventSql:
     SQLite then parsed each row's JSON once per column: 5.6 µs of CPU per event against 3.8 for
     bound VALUES (micro-benchmark, 2,000 events per commit). The last statement of a batch is
     padded with NULL rows, which its WHERE drops, up to one of four sizes, so that four prepared
-    statements serve every batch. The update takes the runs' last seqs as one JSON parameter.
+    statements serve every batch. The update takes the runs' last seqs as one JSON parameter, and
+    a batch's messages and unconditional run changes go in the same way, one statement each.
     """
 
-    insert: str  # one row, executed once per event — unless `padded`
+    insert: str  # one row, executed once per event — unless `sqlite`
     update: str
-    padded: bool = False
-    json_rows: bool = False  # messages and run changes too as one statement each, over a JSON array
+    sqlite: bool = False
 
 
 PADDED_SIZES = (16, 64, 256, 1024)  # rows per padded insert; 1,024 x 5 parameters < SQLite's 32,766
@@ -512,7 +512,7 @@ def _insert_events(conn: Connection, events: list[Event], event_sql: EventSql | 
             [{"rid": rid, "seq": seq} for rid, seq in last.items()],
         )
         return
-    if event_sql.padded:
+    if event_sql.sqlite:
         most = PADDED_SIZES[-1]
         for start in range(0, len(events), most):
             part = events[start : start + most]
@@ -537,8 +537,7 @@ def _event_sql(paramstyle: str, is_sqlite: bool) -> EventSql | None:
         return EventSql(
             "INSERT INTO run_events (run_id, seq, type, ts, body) VALUES (?, ?, ?, ?, ?)",
             "UPDATE runs SET last_seq = j.value->>1 FROM json_each(?) AS j WHERE runs.id = j.value->>0",
-            padded=True,
-            json_rows=True,
+            sqlite=True,
         )
     if paramstyle == "qmark":
         marks = ["?"] * 5
