@@ -276,7 +276,20 @@ def describe_floor(doc: dict[str, Any]) -> str:
         f"{floor['event_latency_ms']['p50']:.0f} ms and p99 {floor['event_latency_ms']['p99']:.0f} ms, "
         f"{floor['server_cpu_us_per_event']:.0f} µs of CPU per delta; Onward: ratio {top['wall_ratio']:.2f}, "
         f"p50 {top['event_latency_ms']['p50']:.0f} ms and p99 {top['event_latency_ms']['p99']:.0f} ms, "
-        f"{top['server_cpu_us_per_event']:.0f} µs per delta.\n\n"
+        f"{top['server_cpu_us_per_event']:.0f} µs per delta{_repeats(top)}.\n\n"
+    )
+
+
+def _repeats(top: dict[str, Any]) -> str:
+    """The repetitions at the largest N, whose medians are the table's keys (the row is one of them)."""
+    reps = top.get("repeats") or []
+    if len(reps) < 2:
+        return ""
+    ratios = ", ".join(f"{r['wall_ratio']:.2f}" for r in reps)
+    p99s = ", ".join(f"{r['event_latency_ms_p99']:.0f}" for r in reps)
+    return (
+        f" (the repetition with the median ratio; the {len(reps)} repetitions: ratio {ratios}, "
+        f"event latency p99 {p99s} ms)"
     )
 
 

@@ -88,5 +88,9 @@ def test_the_table_compares_the_floor_with_onward_and_says_nothing_without_one()
     assert "N = 500" in sentence
     assert "ratio 1.05, event latency p50 22 ms and p99 30 ms, 12 µs" in sentence
     assert "Onward: ratio 1.39, p50 55 ms and p99 178 ms, 28 µs" in sentence
+    assert "repetitions" not in sentence
+    repeats = [{"wall_ratio": r, "event_latency_ms_p99": p} for r, p in ((1.39, 178.2), (1.41, 190.4), (1.35, 150.6))]
+    doc["scenarios"]["concurrency"]["details"]["scaling"][0]["repeats"] = repeats
+    assert "the 3 repetitions: ratio 1.39, 1.41, 1.35, event latency p99 178, 190, 151 ms" in describe_floor(doc)
     assert describe_floor({"scenarios": {"concurrency": {"details": {"scaling": [onward]}}}}) == ""
     assert describe_floor({"scenarios": {}}) == ""
