@@ -35,7 +35,11 @@ once the hot statements run on the driver (store/statements.py).
 Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread of their
 own, at most once a second after writes, never inside a commit: SQLite's automatic checkpoint ran
 in whichever commit crossed 1,000 pages and stalled the writer — and every run's events behind it —
-for hundreds of milliseconds.
+for hundreds of milliseconds. SQLite starts the WAL over only when a write begins with every frame
+copied back, and under steady load the writer always appended more while the checkpoint ran: at 500
+streaming runs the WAL grew by ~100 MB a second and never shrank while they went on. So once the
+WAL is long (CATCH_UP_FRAMES), the writer itself copies back what came during the checkpoint (a
+commit or two) at its first idle moment, and the next write starts the WAL over.
 """
 
 from __future__ import annotations
@@ -74,6 +78,10 @@ READ_THREADS = 2  # for `scan` only
 # the first quarter second 78-101 -> 39-46 ms, over the run 66-76 -> 52-61 ms.
 GROUP_MAX = 16
 CHECKPOINT_INTERVAL_S = 1.0
+CATCH_UP_WAIT_S = 1.0  # most the end of a checkpoint waits for the writer to be idle
+# The writer ends a checkpoint (a pause of a few ms) only for a WAL at least this long: a shorter
+# one starts over on its own once writes pause, and it holds a few hundred ms of writes at most.
+CATCH_UP_FRAMES = 16_384  # 64 MB in 4 KB pages
 CHECKPOINT_GIVE_UP = 10  # failures in a row before the writer checkpoints by itself again
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
 WRITER_CACHE_KB = 32 * 1024  # the writer connection's page cache
@@ -115,10 +123,14 @@ class Database:
             self._read_threads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="onward-db-read")
             self._checkpoint_thread = ThreadPoolExecutor(1, thread_name_prefix="onward-db-checkpoint")
             self.checkpoint_interval = CHECKPOINT_INTERVAL_S
+            self.catch_up_frames = CATCH_UP_FRAMES
             self.last_checkpoint: tuple[int, int, int] | None = None  # (busy, WAL frames, frames copied)
             self._checkpoint_at = time.monotonic()
             self._checkpointing: concurrent.futures.Future[None] | None = None
             self._checkpoint_failures = 0
+            # A checkpoint that copied back most of the WAL, for the writer to end: since when
+            # (monotonic), and what the checkpoint thread waits on meanwhile.
+            self._catch_up: tuple[float, threading.Event] | None = None
             self.dialect = self._writer.dialect
             # Only a read in WAL mode never waits for the writer: without it (a filesystem with no
             # shared memory) a read could sleep in SQLite's busy handler, so it goes to a thread.
@@ -218,10 +230,14 @@ class Database:
     def _write_queued(self) -> None:
         """The writer thread's turn: what is queued, one transaction at a time, until none is.
         A transaction takes every `write_first` write, or at most GROUP_MAX others; while both
-        kinds are queued, they take turns."""
+        kinds are queued, they take turns. The end of a checkpoint waits for a turn with nothing
+        queued, or CATCH_UP_WAIT_S at most."""
         while True:
             with self._queue_lock:
-                if self._queued_first and not (self._queued and self._first_went_last):
+                catch_up = self._catch_up
+                if catch_up is not None and time.monotonic() - catch_up[0] >= CATCH_UP_WAIT_S:
+                    queued = []
+                elif self._queued_first and not (self._queued and self._first_went_last):
                     queued, self._queued_first = self._queued_first, []
                     self._first_went_last = True
                 else:
@@ -229,8 +245,15 @@ class Database:
                     self._queued = self._queued[GROUP_MAX:]
                     self._first_went_last = False
                 if not queued:
-                    self._writer_busy = False
-                    return
+                    if catch_up is None:
+                        self._writer_busy = False
+                        return
+                    self._catch_up = None
+            if not queued:  # end the last checkpoint (see the module's note)
+                assert catch_up is not None
+                self._finish_checkpoint()
+                catch_up[1].set()
+                continue
             try:
                 outcomes = self._held_writer.write_group([call for call, _, _, _ in queued])
             except BaseException as exc:  # not an Exception (those are outcomes): fail the group, go on
@@ -256,8 +279,7 @@ class Database:
         """Copy what the WAL holds into the database file, waiting for nobody (PASSIVE)."""
         try:
             with self._checkpointer.connect() as conn:
-                busy, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-            self.last_checkpoint = (int(busy), int(frames), int(copied))
+                self.last_checkpoint = busy, frames, _ = _wal_checkpoint(conn)
             self._checkpoint_failures = 0
         except Exception:
             self._checkpoint_failures += 1
@@ -267,6 +289,29 @@ class Database:
                 # Never let the WAL grow without bound: SQLite checkpoints in its commits again.
                 log.error("WAL checkpoints keep failing; the writer checkpoints on its own again")
                 self._write_thread.submit(self._held_writer.read, _restore_autocheckpoint)
+            return
+        if busy or frames < self.catch_up_frames:  # (frames: those the checkpoint found; more came since)
+            return
+        # The writer ends it, at once if it is idle; the next checkpoint waits for that.
+        ended = threading.Event()
+        with self._queue_lock:
+            self._catch_up = (time.monotonic(), ended)
+            start = not self._writer_busy
+            self._writer_busy = True
+        if start:
+            try:
+                self._write_thread.submit(self._write_queued)
+            except RuntimeError:  # the database is closing
+                return
+        ended.wait(CATCH_UP_WAIT_S + 30)  # the writer's turn, however long its transaction was
+
+    def _finish_checkpoint(self) -> None:
+        """On the writer thread, between transactions: copy back the frames appended while the
+        checkpoint ran. With nothing left to copy, the next write starts the WAL over."""
+        try:
+            self.last_checkpoint = self._held_writer.read(_wal_checkpoint)
+        except Exception:  # the checkpoint thread's next turn tries again, and says why if it fails
+            log.debug("the writer's checkpoint failed", exc_info=True)
 
     async def checkpoint(self) -> tuple[int, int, int] | None:
         """Run a checkpoint now (SQLite) and return its (busy, WAL frames, frames copied)."""
@@ -387,6 +432,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def _wal_checkpoint(conn: Connection) -> tuple[int, int, int]:
+    """A PASSIVE checkpoint: (1 if it was blocked, frames in the WAL, frames copied back)."""
+    busy, frames, copied = conn.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
+    return int(busy), int(frames), int(copied)
 
 
 def _restore_autocheckpoint(conn: Connection) -> None:
