@@ -79,9 +79,11 @@ READ_THREADS = 2  # for `scan` only
 GROUP_MAX = 16
 CHECKPOINT_INTERVAL_S = 1.0
 CATCH_UP_WAIT_S = 1.0  # most the end of a checkpoint waits for the writer to be idle
-# The writer ends a checkpoint (a pause of a few ms) only for a WAL at least this long: a shorter
-# one starts over on its own once writes pause, and it holds a few hundred ms of writes at most.
-CATCH_UP_FRAMES = 16_384  # 64 MB in 4 KB pages
+# The writer ends a checkpoint only for a WAL at least this long: a shorter one starts over on its
+# own once writes pause. Ending it stops the writer for 1-17 ms (two fsyncs), and every run's events
+# wait for that: at 500 streaming runs a 64 MB threshold did so every second, and the pause was a
+# round's worst latency more than once; at 256 MB it comes every ~3 s.
+CATCH_UP_FRAMES = 65_536  # 256 MB in 4 KB pages
 CHECKPOINT_GIVE_UP = 10  # failures in a row before the writer checkpoints by itself again
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # the WAL file is cut back to this after a checkpoint
 WRITER_CACHE_KB = 32 * 1024  # the writer connection's page cache
