@@ -33,9 +33,9 @@ a checkout from SQLAlchemy's pool and its return cost ~40 µs, more than the sta
 once the hot statements run on the driver (store/statements.py).
 
 Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread of their
-own, at most once a second after writes, never inside a commit: SQLite's automatic checkpoint ran
-in whichever commit crossed 1,000 pages and stalled the writer — and every run's events behind it —
-for hundreds of milliseconds. SQLite starts the WAL over only when a write begins with every frame
+own, at most every CHECKPOINT_INTERVAL_S after writes, never inside a commit: SQLite's automatic
+checkpoint ran in whichever commit crossed 1,000 pages and stalled the writer — and every run's
+events behind it — for hundreds of milliseconds. SQLite starts the WAL over only when a write begins with every frame
 copied back, and under steady load the writer always appended more while the checkpoint ran: at 500
 streaming runs the WAL grew by ~100 MB a second and never shrank while they went on. So once the
 WAL is long (CATCH_UP_FRAMES), the writer itself copies back what came during the checkpoint (a
@@ -77,7 +77,12 @@ READ_THREADS = 2  # for `scan` only
 # streaming runs, claims queued with the other writes (two alternating pairs): event latency p99 in
 # the first quarter second 78-101 -> 39-46 ms, over the run 66-76 -> 52-61 ms.
 GROUP_MAX = 16
-CHECKPOINT_INTERVAL_S = 1.0
+# A checkpoint fsyncs what the WAL took since the last one: at 500 streaming runs ~25 MB a quarter
+# second. Once a second, each took 14-77 ms of the other core and of the disk, and the loop stalled
+# with it (its turns 40-85 ms); a quarter of that, 9-10 ms at the median. Five alternating pairs of
+# six rounds at 500 runs, median p99 per round: 56.6, 63.3, 77.2, 61.5, 54.3 ms at 1 s against
+# 45.5, 41.4, 46.9, 47.0, 49.1 at 0.25 s (0.1 s: no better than 0.25).
+CHECKPOINT_INTERVAL_S = 0.25
 CATCH_UP_WAIT_S = 1.0  # most the end of a checkpoint waits for the writer to be idle
 # The writer ends a checkpoint only for a WAL at least this long: a shorter one starts over on its
 # own once writes pause. Ending it stops the writer for 1-17 ms (two fsyncs), and every run's events
