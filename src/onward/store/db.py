@@ -35,11 +35,11 @@ once the hot statements run on the driver (store/statements.py).
 Checkpoints (copying the WAL back into the database file, with an fsync) run on a thread of their
 own, at most every CHECKPOINT_INTERVAL_S after writes, never inside a commit: SQLite's automatic
 checkpoint ran in whichever commit crossed 1,000 pages and stalled the writer — and every run's
-events behind it — for hundreds of milliseconds. SQLite starts the WAL over only when a write begins with every frame
-copied back, and under steady load the writer always appended more while the checkpoint ran: at 500
-streaming runs the WAL grew by ~100 MB a second and never shrank while they went on. So once the
-WAL is long (CATCH_UP_FRAMES), the writer itself copies back what came during the checkpoint (a
-commit or two) at its first idle moment, and the next write starts the WAL over.
+events behind it — for hundreds of milliseconds. SQLite starts the WAL over only when a write begins
+with every frame copied back, and under steady load the writer always appended more while the
+checkpoint ran: at 500 streaming runs the WAL grew by ~100 MB a second and never shrank while they
+went on. So once the WAL is long (CATCH_UP_FRAMES), the writer itself copies back what came during
+the checkpoint (a commit or two) at its first idle moment, and the next write starts the WAL over.
 """
 
 from __future__ import annotations
