@@ -223,8 +223,13 @@ class Database:
 
     def _queue(self, first: bool, call: Callable[[Connection], Any], settle: Settle, arrive: Settle | None) -> None:
         item = (call, asyncio.get_running_loop(), settle, arrive)
+        self._hand_to_writer(lambda: (self._queued_first if first else self._queued).append(item))
+
+    def _hand_to_writer(self, put: Callable[[], None]) -> None:
+        """`put` something where the writer thread looks (under the queue's lock), and start the
+        writer's turn if it is idle. RuntimeError once the database is closing."""
         with self._queue_lock:
-            (self._queued_first if first else self._queued).append(item)
+            put()
             start = not self._writer_busy
             self._writer_busy = True
         if start:
@@ -301,15 +306,14 @@ class Database:
             return
         # The writer ends it, at once if it is idle; the next checkpoint waits for that.
         ended = threading.Event()
-        with self._queue_lock:
+
+        def put() -> None:
             self._catch_up = (time.monotonic(), ended)
-            start = not self._writer_busy
-            self._writer_busy = True
-        if start:
-            try:
-                self._write_thread.submit(self._write_queued)
-            except RuntimeError:  # the database is closing
-                return
+
+        try:
+            self._hand_to_writer(put)
+        except RuntimeError:  # the database is closing
+            return
         ended.wait(CATCH_UP_WAIT_S + 30)  # the writer's turn, however long its transaction was
 
     def _finish_checkpoint(self) -> None:
